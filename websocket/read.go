@@ -1,0 +1,536 @@
+package websocket
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+	"unicode/utf8"
+
+	"github.com/ebb-ws/ebb/closecode"
+)
+
+// readState is the reader's view of the incoming stream. It belongs to the
+// goroutine holding readSema.
+type readState struct {
+	// Current data frame.
+	fin       bool
+	remaining int64
+	key       [4]byte
+	masked    bool
+	maskPos   int
+
+	// Current message.
+	inMessage    bool // a message was started and not read to its end
+	continuation bool // the peer owes continuation frames
+	msgType      MessageType
+	compressed   bool
+	total        int64
+	utf8         utf8Validator
+	mr           messageReader
+	gen          uint64 // counts messages, so a stale stream cannot read on
+
+	ctrl [maxControlPayload]byte
+}
+
+// Read reads the next whole data message. The returned slice is the
+// caller's to keep.
+//
+// Read returns a *CloseError when the connection ends: the peer's close
+// (Remote true), or the code this endpoint closed with after a protocol
+// violation, an oversized message (1009) or invalid UTF-8 (1007). If ctx
+// ends while Read waits, the connection is closed, since a frame may have
+// been read only in part.
+func (c *Conn) Read(ctx context.Context) (MessageType, []byte, error) {
+	if err := c.acquire(ctx, c.readSema); err != nil {
+		return 0, nil, err
+	}
+	defer func() { <-c.readSema }()
+	stop := watchDeadline(ctx, c.nc.SetReadDeadline)
+	typ, p, err := c.readMessage()
+	if causedByContext(ctx, stop(), err) {
+		return 0, nil, c.interrupted(ctx)
+	}
+	return typ, p, err
+}
+
+// readMessage reads one whole message with readSema held.
+func (c *Conn) readMessage() (MessageType, []byte, error) {
+	if err := c.beginMessage(); err != nil {
+		return 0, nil, err
+	}
+	rd := &c.rd
+	limit := c.readLimit.Load()
+	// Fast path: one uncompressed frame, read straight into its slice.
+	if rd.fin && !rd.compressed {
+		p := make([]byte, rd.remaining)
+		if _, err := io.ReadFull(c.br, p); err != nil {
+			return 0, nil, c.readFailed(noEOF(err))
+		}
+		rd.remaining = 0
+		if rd.masked {
+			mask(rd.key, 0, p)
+		}
+		if rd.msgType == MessageText && !utf8.Valid(p) {
+			return 0, nil, c.readFailed(errInvalidData("text message is not valid UTF-8"))
+		}
+		rd.inMessage = false
+		return rd.msgType, p, nil
+	}
+	var buf bytes.Buffer
+	src := io.Reader(&rd.mr)
+	if limit > 0 {
+		// Read one byte past the limit so an oversized message is noticed
+		// without ever holding more than limit+1 bytes.
+		src = io.LimitReader(src, limit+1)
+	}
+	if _, err := buf.ReadFrom(src); err != nil {
+		return 0, nil, err
+	}
+	if rd.inMessage {
+		// Unreachable: crossing the limit fails inside messageReader.
+		return 0, nil, c.readFailed(errTooBig("message exceeds the read limit of %d bytes", limit))
+	}
+	return rd.msgType, buf.Bytes(), nil
+}
+
+// Reader returns the next data message as a stream. Read it to io.EOF
+// before calling Reader or Read again; an unfinished message is discarded
+// then. ctx bounds the reads of the returned reader too.
+func (c *Conn) Reader(ctx context.Context) (MessageType, io.Reader, error) {
+	if err := c.acquire(ctx, c.readSema); err != nil {
+		return 0, nil, err
+	}
+	defer func() { <-c.readSema }()
+	stop := watchDeadline(ctx, c.nc.SetReadDeadline)
+	err := c.beginMessage()
+	if causedByContext(ctx, stop(), err) {
+		return 0, nil, c.interrupted(ctx)
+	}
+	if err != nil {
+		return 0, nil, err
+	}
+	return c.rd.msgType, &messageStream{c: c, gen: c.rd.gen, ctx: ctx}, nil
+}
+
+// interrupted closes the connection after ctx cut a read short.
+func (c *Conn) interrupted(ctx context.Context) error {
+	cause := context.Cause(ctx)
+	if cause == nil {
+		// The network deadline, set to ctx's deadline, fired a moment
+		// before ctx itself expired.
+		cause = context.DeadlineExceeded
+	}
+	c.mu.Lock()
+	if c.closeErr == nil || c.closeErr.Code == closecode.AbnormalClosure {
+		// The network error that surfaced first was only the symptom.
+		c.closeErr = &CloseError{Code: closecode.AbnormalClosure, Reason: "read interrupted by its context", Err: cause}
+	}
+	c.mu.Unlock()
+	c.closeTCP()
+	return fmt.Errorf("websocket: read interrupted, connection closed: %w", cause)
+}
+
+// beginMessage skips what is left of an unfinished message, then reads up
+// to the first frame of the next data message.
+func (c *Conn) beginMessage() error {
+	if ce := c.Err(); ce != nil {
+		return ce
+	}
+	rd := &c.rd
+	if rd.inMessage {
+		if _, err := io.Copy(io.Discard, &rd.mr); err != nil {
+			return err
+		}
+	}
+	h, err := c.nextDataFrame()
+	if err != nil {
+		return c.readFailed(err)
+	}
+	if h.opcode == opContinuation {
+		return c.readFailed(errProtocol("continuation frame without a message to continue"))
+	}
+	rd.msgType = MessageBinary
+	if h.opcode == opText {
+		rd.msgType = MessageText
+	}
+	rd.compressed = h.rsv1
+	rd.total = 0
+	rd.utf8.reset()
+	rd.inMessage = true
+	rd.gen++
+	rd.mr = messageReader{c: c, raw: payloadReader{c: c}}
+	rd.mr.src = &rd.mr.raw
+	if rd.compressed {
+		rd.mr.src = c.deflate.startInflate(&rd.mr.raw)
+	}
+	return c.startFrame(h)
+}
+
+// startFrame makes h the current data frame.
+func (c *Conn) startFrame(h frameHeader) error {
+	rd := &c.rd
+	rd.fin = h.fin
+	rd.remaining = h.length
+	rd.masked = h.masked
+	rd.key = h.key
+	rd.maskPos = 0
+	rd.continuation = !h.fin
+	if limit := c.readLimit.Load(); limit > 0 && !rd.compressed && rd.total+h.length > limit {
+		return c.readFailed(errTooBig("message of at least %d bytes exceeds the read limit of %d bytes", rd.total+h.length, limit))
+	}
+	return nil
+}
+
+// nextDataFrame reads frames until a data frame, handling the control frames
+// in between.
+func (c *Conn) nextDataFrame() (frameHeader, error) {
+	for {
+		h, err := readFrameHeader(c.br)
+		if err != nil {
+			return h, err
+		}
+		if err := c.checkFrame(h); err != nil {
+			return h, err
+		}
+		if !h.opcode.isControl() {
+			return h, nil
+		}
+		if err := c.handleControl(h); err != nil {
+			return h, err
+		}
+	}
+}
+
+// checkFrame enforces the framing rules of RFC 6455 §5 and RFC 7692 §6.
+func (c *Conn) checkFrame(h frameHeader) error {
+	switch {
+	case h.rsv2 || h.rsv3:
+		return errProtocol("reserved bit %s set, but no negotiated extension defines it", rsvName(h))
+	case h.opcode > opBinary && h.opcode < opClose || h.opcode > opPong:
+		return errProtocol("%s", h.opcode)
+	case c.server && !h.masked:
+		return errProtocol("client frame is not masked")
+	case !c.server && h.masked:
+		return errProtocol("server frame is masked")
+	}
+	if h.opcode.isControl() {
+		switch {
+		case !h.fin:
+			return errProtocol("fragmented %s frame", h.opcode)
+		case h.length > maxControlPayload:
+			return errProtocol("%s frame payload of %d bytes exceeds 125", h.opcode, h.length)
+		case h.rsv1:
+			return errProtocol("RSV1 set on a %s frame", h.opcode)
+		}
+		return nil
+	}
+	if h.rsv1 {
+		switch {
+		case c.deflate == nil:
+			return errProtocol("RSV1 set, but permessage-deflate was not negotiated")
+		case h.opcode == opContinuation:
+			return errProtocol("RSV1 set on a continuation frame")
+		}
+	}
+	if h.opcode == opContinuation && !c.rd.continuation {
+		return errProtocol("continuation frame without a message to continue")
+	}
+	if h.opcode != opContinuation && c.rd.continuation {
+		return errProtocol("new %s message before the previous fragmented message ended", h.opcode)
+	}
+	return nil
+}
+
+func rsvName(h frameHeader) string {
+	if h.rsv2 {
+		return "RSV2"
+	}
+	return "RSV3"
+}
+
+// handleControl reads a control frame's payload and acts on it.
+func (c *Conn) handleControl(h frameHeader) error {
+	p := c.rd.ctrl[:h.length]
+	if _, err := io.ReadFull(c.br, p); err != nil {
+		return noEOF(err)
+	}
+	if h.masked {
+		mask(h.key, 0, p)
+	}
+	switch h.opcode {
+	case opPing:
+		// A pong write can only fail if the connection is going down; the
+		// next read reports that.
+		c.writeControl(context.Background(), opPong, p)
+		return nil
+	case opPong:
+		c.gotPong(p)
+		return nil
+	}
+	return c.handleClose(p)
+}
+
+// parseClosePayload validates a Close frame's payload (RFC 6455 §5.5.1,
+// §7.4).
+func parseClosePayload(p []byte) (closecode.Code, string, error) {
+	switch {
+	case len(p) == 0:
+		return closecode.NoStatusReceived, "", nil
+	case len(p) == 1:
+		return 0, "", errProtocol("close frame payload of 1 byte: a close code takes 2")
+	}
+	code := closecode.Code(binary.BigEndian.Uint16(p))
+	if !closecode.ValidOnWire(code) {
+		return 0, "", errProtocol("close code %d is not allowed on the wire", int(code))
+	}
+	reason := p[2:]
+	if !utf8.Valid(reason) {
+		return 0, "", errInvalidData("close reason is not valid UTF-8")
+	}
+	return code, string(reason), nil
+}
+
+// handleClose processes the peer's Close frame: it answers it if this
+// endpoint has not closed yet, and ends the connection.
+func (c *Conn) handleClose(p []byte) error {
+	code, reason, err := parseClosePayload(p)
+	if err != nil {
+		return err
+	}
+	ce := &CloseError{Code: code, Reason: reason, Remote: true}
+	c.mu.Lock()
+	first := c.closeRecv == nil
+	c.closeRecv = ce
+	weClosed := c.closeSent != nil
+	if c.closeErr == nil {
+		c.closeErr = ce
+	}
+	c.mu.Unlock()
+	if first {
+		close(c.recvCh)
+	}
+	if !weClosed {
+		// Echo the code, as RFC 6455 §5.5.1 suggests; an empty close gets an
+		// empty answer.
+		echo := code
+		if code == closecode.NoStatusReceived {
+			echo = 0
+		}
+		c.writeClose(echo, "")
+	}
+	c.finishClose()
+	return ce
+}
+
+// finishClose ends the TCP connection after the close handshake. The server
+// closes first (RFC 6455 §7.1.1); a client gives it a moment to do so.
+func (c *Conn) finishClose() {
+	if !c.server {
+		c.nc.SetReadDeadline(time.Now().Add(failDrainTimeout))
+		io.Copy(io.Discard, c.br)
+	}
+	c.closeTCP()
+}
+
+// readFailed turns a read error into the connection's end. Protocol
+// violations are answered with a Close frame carrying their code.
+func (c *Conn) readFailed(err error) error {
+	var pe *protocolError
+	var ce *CloseError
+	switch {
+	case errors.As(err, &ce):
+		return ce
+	case errors.As(err, &pe):
+		sent := c.setCloseErr(&CloseError{Code: pe.code, Reason: pe.reason})
+		c.fail(pe.code, pe.reason)
+		return sent
+	}
+	if ce := c.Err(); ce != nil {
+		// We closed first (Close or CloseNow); the read error is a result.
+		c.closeTCP()
+		return ce
+	}
+	got := c.setCloseErr(&CloseError{Code: closecode.AbnormalClosure, Err: err})
+	c.closeTCP()
+	return got
+}
+
+// fail sends a Close frame for a violation found while reading, waits
+// briefly for the peer's answer so the frame is not lost to a TCP reset,
+// and closes the connection.
+func (c *Conn) fail(code closecode.Code, reason string) {
+	if c.logger != nil {
+		c.logger.Debug("websocket: failing connection", "code", int(code), "reason", reason, "remote", c.nc.RemoteAddr().String())
+	}
+	c.writeClose(code, closecode.TruncateReason(reason, closecode.MaxReasonBytes))
+	c.awaitClose(time.Now().Add(failDrainTimeout))
+	c.closeTCP()
+}
+
+// awaitClose reads and discards frames until the peer's Close frame, the
+// end of the stream, or the deadline. The caller holds readSema.
+func (c *Conn) awaitClose(deadline time.Time) {
+	c.nc.SetReadDeadline(deadline)
+	for {
+		h, err := readFrameHeader(c.br)
+		if err != nil {
+			return
+		}
+		if h.opcode != opClose || h.length > maxControlPayload {
+			if _, err := c.br.Discard(int(min(h.length, 1<<30))); err != nil {
+				return
+			}
+			continue
+		}
+		p := c.rd.ctrl[:h.length]
+		if _, err := io.ReadFull(c.br, p); err != nil {
+			return
+		}
+		if h.masked {
+			mask(h.key, 0, p)
+		}
+		code, reason, err := parseClosePayload(p)
+		if err == nil {
+			c.mu.Lock()
+			if c.closeRecv == nil {
+				c.closeRecv = &CloseError{Code: code, Reason: reason, Remote: true}
+				close(c.recvCh)
+			}
+			c.mu.Unlock()
+		}
+		if !c.server {
+			io.Copy(io.Discard, c.br)
+		}
+		return
+	}
+}
+
+// payloadReader yields a message's raw payload bytes (still compressed if
+// the message is), unmasked, across its frames.
+type payloadReader struct {
+	c *Conn
+}
+
+func (r *payloadReader) Read(p []byte) (int, error) {
+	c := r.c
+	rd := &c.rd
+	for rd.remaining == 0 {
+		if rd.fin {
+			return 0, io.EOF
+		}
+		h, err := c.nextDataFrame()
+		if err != nil {
+			if isFrameError(err) {
+				return 0, err
+			}
+			return 0, &netReadError{err}
+		}
+		if err := c.startFrame(h); err != nil {
+			return 0, err
+		}
+	}
+	if int64(len(p)) > rd.remaining {
+		p = p[:rd.remaining]
+	}
+	n, err := c.br.Read(p)
+	rd.remaining -= int64(n)
+	if rd.masked {
+		rd.maskPos = mask(rd.key, rd.maskPos, p[:n])
+	}
+	if err != nil {
+		return n, &netReadError{noEOF(err)}
+	}
+	return n, nil
+}
+
+// messageReader reads one message: it decompresses when needed, enforces
+// the read limit on what it yields, and validates text. The caller holds
+// readSema.
+type messageReader struct {
+	c   *Conn
+	raw payloadReader
+	src io.Reader
+}
+
+func (r *messageReader) Read(p []byte) (int, error) {
+	c := r.c
+	rd := &c.rd
+	if !rd.inMessage {
+		return 0, io.EOF
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	n, err := r.src.Read(p)
+	rd.total += int64(n)
+	if limit := c.readLimit.Load(); limit > 0 && rd.total > limit {
+		return 0, c.readFailed(errTooBig("message exceeds the read limit of %d bytes", limit))
+	}
+	if rd.msgType == MessageText && !rd.utf8.write(p[:n]) {
+		return 0, c.readFailed(errInvalidData("text message is not valid UTF-8"))
+	}
+	switch {
+	case err == io.EOF:
+		if rd.msgType == MessageText && !rd.utf8.done() {
+			return 0, c.readFailed(errInvalidData("text message ends inside a UTF-8 sequence"))
+		}
+		rd.inMessage = false
+		if rd.compressed {
+			c.deflate.finishInflate()
+		}
+		return n, io.EOF
+	case err != nil:
+		var ne *netReadError
+		if rd.compressed && !errors.As(err, &ne) && !isFrameError(err) {
+			// Anything the inflater itself reports means a corrupt stream.
+			return 0, c.readFailed(errInvalidData("compressed message is corrupt: %v", err))
+		}
+		return 0, c.readFailed(err)
+	}
+	return n, nil
+}
+
+// isFrameError reports whether err came from framing (a protocol error or
+// the peer's close) rather than from the data itself.
+func isFrameError(err error) bool {
+	var pe *protocolError
+	var ce *CloseError
+	return errors.As(err, &pe) || errors.As(err, &ce)
+}
+
+// netReadError marks an error of the network connection itself, so that it
+// is not mistaken for corrupt compressed data.
+type netReadError struct{ err error }
+
+func (e *netReadError) Error() string { return e.err.Error() }
+func (e *netReadError) Unwrap() error { return e.err }
+
+// messageStream is the reader Reader returns. It takes the read lock for
+// each Read and stops at the end of its own message, even if the caller
+// keeps it past that.
+type messageStream struct {
+	c   *Conn
+	gen uint64
+	ctx context.Context
+}
+
+func (s *messageStream) Read(p []byte) (int, error) {
+	c := s.c
+	if err := c.acquire(s.ctx, c.readSema); err != nil {
+		return 0, err
+	}
+	defer func() { <-c.readSema }()
+	if c.rd.gen != s.gen {
+		return 0, io.EOF
+	}
+	stop := watchDeadline(s.ctx, c.nc.SetReadDeadline)
+	n, err := c.rd.mr.Read(p)
+	if causedByContext(s.ctx, stop(), err) {
+		return n, c.interrupted(s.ctx)
+	}
+	return n, err
+}
