@@ -88,6 +88,8 @@ type Conn struct {
 	msgSema   chan struct{}
 	frameSema chan struct{}
 	maskRand  *rand.ChaCha8 // guarded by frameSema
+	whdr      [maxFrameHeader]byte
+	wbufs     [2][]byte // header and payload for writev, guarded by frameSema
 
 	mu        sync.Mutex
 	closeSent *CloseError
@@ -273,7 +275,7 @@ func (c *Conn) closedErr() error {
 // the deadline again and reports whether ctx ended during the operation.
 func watchDeadline(ctx context.Context, set func(time.Time) error) (stop func() bool) {
 	if ctx.Done() == nil {
-		return func() bool { return false }
+		return noStop
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		set(dl)
@@ -290,6 +292,26 @@ func watchDeadline(ctx context.Context, set func(time.Time) error) (stop func() 
 		set(time.Time{})
 		return ctx.Err() != nil
 	}
+}
+
+// noStop is the stop function of a context that can never end.
+func noStop() bool { return false }
+
+// watchRead applies ctx to the reads that follow; see watchDeadline. The
+// check comes first so that the common context.Background costs nothing.
+func (c *Conn) watchRead(ctx context.Context) func() bool {
+	if ctx.Done() == nil {
+		return noStop
+	}
+	return watchDeadline(ctx, c.nc.SetReadDeadline)
+}
+
+// watchWrite applies ctx to the writes that follow; see watchDeadline.
+func (c *Conn) watchWrite(ctx context.Context) func() bool {
+	if ctx.Done() == nil {
+		return noStop
+	}
+	return watchDeadline(ctx, c.nc.SetWriteDeadline)
 }
 
 // causedByContext reports whether err is the result of ctx ending, even

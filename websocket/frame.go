@@ -61,49 +61,56 @@ type frameHeader struct {
 // readFrameHeader decodes one frame header from r. It rejects only what makes
 // the header itself unreadable (a length with the top bit set); the caller
 // checks the protocol rules, since which rules apply depends on the state.
+//
+// It peeks at the buffered bytes instead of copying them out, so decoding a
+// header allocates nothing.
 func readFrameHeader(r *bufio.Reader) (frameHeader, error) {
 	var h frameHeader
-	// Peek the fixed part and the longest extension at once when buffered,
-	// so the common case costs one call.
-	b0, err := r.ReadByte()
+	b, err := r.Peek(2)
 	if err != nil {
+		if len(b) > 0 {
+			err = noEOF(err)
+		}
 		return h, err
 	}
-	b1, err := r.ReadByte()
-	if err != nil {
+	n := 2
+	switch b[1] & 0x7F {
+	case 126:
+		n += 2
+	case 127:
+		n += 8
+	}
+	if b[1]&0x80 != 0 {
+		n += 4
+	}
+	if b, err = r.Peek(n); err != nil {
 		return h, noEOF(err)
 	}
-	h.fin = b0&0x80 != 0
-	h.rsv1 = b0&0x40 != 0
-	h.rsv2 = b0&0x20 != 0
-	h.rsv3 = b0&0x10 != 0
-	h.opcode = opcode(b0 & 0x0F)
-	h.masked = b1&0x80 != 0
-
-	var ext [8]byte
-	switch n := b1 & 0x7F; n {
+	h.fin = b[0]&0x80 != 0
+	h.rsv1 = b[0]&0x40 != 0
+	h.rsv2 = b[0]&0x20 != 0
+	h.rsv3 = b[0]&0x10 != 0
+	h.opcode = opcode(b[0] & 0x0F)
+	h.masked = b[1]&0x80 != 0
+	rest := b[2:]
+	switch l := b[1] & 0x7F; l {
 	case 126:
-		if _, err := io.ReadFull(r, ext[:2]); err != nil {
-			return h, noEOF(err)
-		}
-		h.length = int64(binary.BigEndian.Uint16(ext[:2]))
+		h.length = int64(binary.BigEndian.Uint16(rest))
+		rest = rest[2:]
 	case 127:
-		if _, err := io.ReadFull(r, ext[:8]); err != nil {
-			return h, noEOF(err)
-		}
-		u := binary.BigEndian.Uint64(ext[:8])
+		u := binary.BigEndian.Uint64(rest)
 		if u>>63 != 0 {
 			return h, errProtocol("frame length has its most significant bit set")
 		}
 		h.length = int64(u)
+		rest = rest[8:]
 	default:
-		h.length = int64(n)
+		h.length = int64(l)
 	}
 	if h.masked {
-		if _, err := io.ReadFull(r, h.key[:]); err != nil {
-			return h, noEOF(err)
-		}
+		copy(h.key[:], rest)
 	}
+	r.Discard(n)
 	return h, nil
 }
 

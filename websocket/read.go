@@ -49,7 +49,7 @@ func (c *Conn) Read(ctx context.Context) (MessageType, []byte, error) {
 		return 0, nil, err
 	}
 	defer func() { <-c.readSema }()
-	stop := watchDeadline(ctx, c.nc.SetReadDeadline)
+	stop := c.watchRead(ctx)
 	typ, p, err := c.readMessage()
 	if causedByContext(ctx, stop(), err) {
 		return 0, nil, c.interrupted(ctx)
@@ -67,16 +67,38 @@ func (c *Conn) readMessage() (MessageType, []byte, error) {
 	// Fast path: one uncompressed frame, read straight into its slice.
 	if rd.fin && !rd.compressed {
 		p := make([]byte, rd.remaining)
-		if _, err := io.ReadFull(c.br, p); err != nil {
-			return 0, nil, c.readFailed(noEOF(err))
+		if rd.msgType == MessageBinary || int64(c.br.Buffered()) >= rd.remaining {
+			if _, err := io.ReadFull(c.br, p); err != nil {
+				return 0, nil, c.readFailed(noEOF(err))
+			}
+			if rd.masked {
+				mask(rd.key, 0, p)
+			}
+			if rd.msgType == MessageText && !utf8.Valid(p) {
+				return 0, nil, c.readFailed(errInvalidData("text message is not valid UTF-8"))
+			}
+		} else {
+			// Text still arriving: validate each piece as it comes, so that
+			// invalid UTF-8 fails the connection at once, not at the end.
+			pos := 0
+			for off := 0; off < len(p); {
+				n, err := c.br.Read(p[off:])
+				if rd.masked {
+					pos = mask(rd.key, pos, p[off:off+n])
+				}
+				if !rd.utf8.write(p[off : off+n]) {
+					return 0, nil, c.readFailed(errInvalidData("text message is not valid UTF-8"))
+				}
+				off += n
+				if err != nil && off < len(p) {
+					return 0, nil, c.readFailed(noEOF(err))
+				}
+			}
+			if !rd.utf8.done() {
+				return 0, nil, c.readFailed(errInvalidData("text message ends inside a UTF-8 sequence"))
+			}
 		}
 		rd.remaining = 0
-		if rd.masked {
-			mask(rd.key, 0, p)
-		}
-		if rd.msgType == MessageText && !utf8.Valid(p) {
-			return 0, nil, c.readFailed(errInvalidData("text message is not valid UTF-8"))
-		}
 		rd.inMessage = false
 		return rd.msgType, p, nil
 	}
@@ -105,7 +127,7 @@ func (c *Conn) Reader(ctx context.Context) (MessageType, io.Reader, error) {
 		return 0, nil, err
 	}
 	defer func() { <-c.readSema }()
-	stop := watchDeadline(ctx, c.nc.SetReadDeadline)
+	stop := c.watchRead(ctx)
 	err := c.beginMessage()
 	if causedByContext(ctx, stop(), err) {
 		return 0, nil, c.interrupted(ctx)
@@ -527,7 +549,7 @@ func (s *messageStream) Read(p []byte) (int, error) {
 	if c.rd.gen != s.gen {
 		return 0, io.EOF
 	}
-	stop := watchDeadline(s.ctx, c.nc.SetReadDeadline)
+	stop := c.watchRead(s.ctx)
 	n, err := c.rd.mr.Read(p)
 	if causedByContext(s.ctx, stop(), err) {
 		return n, c.interrupted(s.ctx)

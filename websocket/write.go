@@ -235,7 +235,7 @@ func (c *Conn) writeFrame(ctx context.Context, fin bool, op opcode, rsv1 bool, p
 // writeFrameLocked sends a frame; the caller holds frameSema.
 func (c *Conn) writeFrameLocked(ctx context.Context, fin bool, op opcode, rsv1 bool, p []byte) error {
 	h := frameHeader{fin: fin, rsv1: rsv1, opcode: op, length: int64(len(p))}
-	stop := watchDeadline(ctx, c.nc.SetWriteDeadline)
+	stop := c.watchWrite(ctx)
 	var err error
 	if c.server {
 		err = c.writeServerFrame(h, p)
@@ -260,19 +260,22 @@ func (c *Conn) writeFrameLocked(ctx context.Context, fin bool, op opcode, rsv1 b
 	return nil
 }
 
-// writeServerFrame sends an unmasked frame: small ones in one copy and one
-// write, large ones with writev and no copy.
+// writeServerFrame sends an unmasked frame: small ones copied next to the
+// header in one write, large ones with writev and no copy.
 func (c *Conn) writeServerFrame(h frameHeader, p []byte) error {
 	if len(p) <= smallFrame {
-		var arr [maxFrameHeader + smallFrame]byte
-		b := appendFrameHeader(arr[:0], h)
+		bp := getBuf()
+		b := appendFrameHeader(*bp, h)
 		b = append(b, p...)
 		_, err := c.nc.Write(b)
+		putBuf(bp)
 		return err
 	}
-	var arr [maxFrameHeader]byte
-	bufs := net.Buffers{appendFrameHeader(arr[:0], h), p}
+	c.wbufs[0] = appendFrameHeader(c.whdr[:0], h)
+	c.wbufs[1] = p
+	bufs := net.Buffers(c.wbufs[:])
 	_, err := bufs.WriteTo(c.nc)
+	c.wbufs[1] = nil
 	return err
 }
 
