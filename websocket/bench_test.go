@@ -193,4 +193,3 @@ func BenchmarkEcho(b *testing.B) {
 		})
 	}
 }
-

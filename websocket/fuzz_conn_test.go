@@ -126,6 +126,5 @@ type wrappedWriter struct {
 	status int
 }
 
-func (w *wrappedWriter) WriteHeader(s int) { w.status = s; w.ResponseWriter.WriteHeader(s) }
+func (w *wrappedWriter) WriteHeader(s int)           { w.status = s; w.ResponseWriter.WriteHeader(s) }
 func (w *wrappedWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
