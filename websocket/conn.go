@@ -79,6 +79,7 @@ type Conn struct {
 	logger        *slog.Logger
 
 	readLimit atomic.Int64
+	idle      *idleWaiter // nil when the connection is not a plain socket
 
 	// readSema is held by the goroutine reading; rd belongs to it.
 	readSema chan struct{}
@@ -129,8 +130,12 @@ func newConn(cfg connConfig) *Conn {
 		recvCh:      make(chan struct{}),
 		doneCh:      make(chan struct{}),
 	}
-	if c.br == nil {
-		c.br = bufio.NewReaderSize(c.nc, 4096)
+	c.idle = newIdleWaiter(c.nc)
+	if c.br == nil || (c.idle != nil && c.br.Buffered() == 0) {
+		// A handshake reader with nothing left in it is dropped for a
+		// pooled one (see idle.go).
+		c.br = readerPool.Get().(*bufio.Reader)
+		c.br.Reset(c.nc)
 	}
 	switch {
 	case cfg.readLimit == 0:

@@ -168,6 +168,9 @@ func (c *Conn) beginMessage() error {
 			return err
 		}
 	}
+	if err := c.awaitData(); err != nil {
+		return c.readFailed(err)
+	}
 	h, err := c.nextDataFrame()
 	if err != nil {
 		return c.readFailed(err)
