@@ -426,3 +426,25 @@ func TestRandomFragmentationRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+func TestHandlerServesAfterReturning(t *testing.T) {
+	t.Parallel()
+	done := make(chan struct{})
+	srv := httptest.NewServer(Handler(nil, func(ctx context.Context, c *Conn) {
+		defer close(done)
+		echo(c)
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, _, err := Dial(ctx, wsURL(srv), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write(ctx, MessageText, []byte("still served"))
+	if _, p, err := c.Read(ctx); err != nil || string(p) != "still served" {
+		t.Fatal(string(p), err)
+	}
+	c.Close(closecode.NormalClosure, "")
+	<-done
+}

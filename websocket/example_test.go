@@ -107,3 +107,20 @@ func ExampleCloseError() {
 	// 1013 Try Again Later | remote: true | retry after 4.5s
 	// retry with backoff
 }
+
+// Handler runs each connection in its own goroutine and lets net/http free
+// the request: the cheapest way to hold many idle connections.
+func ExampleHandler() {
+	h := websocket.Handler(nil, func(ctx context.Context, c *websocket.Conn) {
+		for {
+			typ, msg, err := c.Read(ctx)
+			if err != nil {
+				return
+			}
+			if err := c.Write(ctx, typ, msg); err != nil {
+				return
+			}
+		}
+	})
+	_ = http.ListenAndServe("127.0.0.1:8080", h)
+}
