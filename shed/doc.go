@@ -1,0 +1,49 @@
+// Package shed is ebb's overload control for WebSocket servers: it decides
+// per upgrade request whether the server can take one more connection, and
+// when it cannot, it says so with close code 1013 Try Again Later and a
+// computed, jittered retry hint instead of letting clients pile up.
+// It also sheds existing connections gradually under sustained pressure and
+// drains them with 1012 Service Restart on shutdown.
+//
+// # In front of any WebSocket library
+//
+// [Shedder.Middleware] wraps any http.Handler. Requests that are not
+// WebSocket upgrades pass through untouched. For a refused upgrade, shed
+// writes the 101 response and the Close frame itself with the standard
+// library, so the handler behind it (ebb's websocket, gorilla/websocket,
+// coder/websocket, …) never runs. Admitted requests hold a slot that is
+// freed when the handler returns; handlers that call [Track] (or use
+// [Accept] for ebb connections) also let shed close their connection with a
+// code when it sheds load or drains.
+//
+// # Refusal modes
+//
+// Below the hard ceiling ([Limits.HardDemand], [Limits.HardPressure]) a
+// refused client gets the upgrade and then at once a Close frame with 1013
+// and a reason such as "server at capacity; retry-after=4.5" (see
+// closecode.FormatRetryHint), so every client, browsers included, learns why
+// and when to come back. Above the ceiling shed answers HTTP 503 with a
+// Retry-After header before any upgrade, the cheapest answer there is (a
+// browser only sees 1006 then).
+//
+// # Metrics
+//
+// [Shedder.WritePrometheus] writes these metrics in the Prometheus text
+// exposition format:
+//
+//	ebb_connections                      gauge    connections holding a slot (admitted, handler still running)
+//	ebb_handshakes_in_flight             gauge    admitted requests that have not yet hijacked or registered
+//	ebb_pressure_ratio                   gauge    last sampled runtime pressure, 1 = at a pressure limit
+//	ebb_draining                         gauge    1 once Shutdown has started
+//	ebb_admitted_total                   counter  upgrade requests admitted
+//	ebb_refused_total{reason,mode}       counter  upgrade requests refused, by Reason and Mode
+//	ebb_shed_total                       counter  connections closed with 1013 by shedding
+//	ebb_drained_total                    counter  connections closed by Shutdown with the drain code
+//	ebb_force_closed_total               counter  connections force-closed when Shutdown's context ended
+//	ebb_close_codes_total{code,direction} counter close codes sent and received (direction "sent" or "received")
+//
+// reason is one of conns, per_ip, rate, in_flight, memory, sched_latency,
+// pressure, draining; mode is close (upgrade, then Close frame) or http
+// (503 before the upgrade). Codes outside the wire ranges are counted under
+// code="other".
+package shed
