@@ -23,6 +23,28 @@ import (
 //go:embed ebb.js closecodes.gen.js
 var FS embed.FS
 
+//go:embed dashboard.html
+var dashboardHTML []byte
+
+// Dashboard serves the live dashboard page of `ebb serve` at "/": current
+// connections, admissions against refusals over time, close codes sent and
+// received, and a browser client (ebb.js) whose state it shows. The page
+// polls /api/stats once a second and imports /ebb.js, so mount it on a server
+// that serves both. Other paths get 404.
+func Dashboard() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/" && r.URL.Path != "/index.html" {
+			http.NotFound(w, r)
+			return
+		}
+		h := w.Header()
+		h.Set("Content-Type", "text/html; charset=utf-8")
+		h.Set("Cache-Control", "no-cache")
+		h.Set("X-Content-Type-Options", "nosniff")
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(dashboardHTML))
+	})
+}
+
 // module is one file Handler serves.
 type module struct {
 	body []byte

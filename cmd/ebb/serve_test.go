@@ -1,0 +1,294 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ebb-ws/ebb/closecode"
+	"github.com/ebb-ws/ebb/websocket"
+)
+
+var (
+	buildOnce sync.Once
+	ebbBinary string
+	buildErr  error
+)
+
+// binary builds ebb once per test run, for tests that need a real process
+// (signals, exit status).
+func binary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "ebb-test-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		ebbBinary = filepath.Join(dir, "ebb")
+		out, err := exec.Command("go", "build", "-o", ebbBinary, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return ebbBinary
+}
+
+// startServe runs `ebb serve` on a free port and returns its address and
+// the process; the process is killed when the test ends if still running.
+func startServe(t *testing.T, args ...string) (string, *exec.Cmd, *lockedBuffer) {
+	t.Helper()
+	cmd := exec.Command(binary(t), append([]string{"serve", "--addr", "127.0.0.1:0"}, args...)...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	log := &lockedBuffer{}
+	br := bufio.NewReader(stderr)
+	addrRE := regexp.MustCompile(`listening on (\S+)`)
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		line, err := br.ReadString('\n')
+		log.WriteString(line)
+		if m := addrRE.FindStringSubmatch(line); m != nil {
+			go io.Copy(log, br)
+			return m[1], cmd, log
+		}
+		if err != nil {
+			t.Fatalf("ebb serve exited before listening: %v\n%s", err, log.String())
+		}
+	}
+	t.Fatalf("ebb serve did not say where it listens:\n%s", log.String())
+	return "", nil, nil
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+func (l *lockedBuffer) WriteString(s string) { l.Write([]byte(s)) }
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestServeAdmission is issue 5's integration test: a limit of 50, 200
+// clients at once: exactly 150 get 1013 with a parsable, spread hint, the
+// 50 admitted keep echoing, and nothing is left after they leave.
+func TestServeAdmission(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server process and 200 clients")
+	}
+	addr, _, log := startServe(t, "--max-conns", "50")
+	const clients = 200
+	type outcome struct {
+		conn *websocket.Conn
+		code closecode.Code
+		hint time.Duration
+		err  error
+	}
+	results := make(chan outcome, clients)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Go(func() {
+			<-start
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			c, _, err := websocket.Dial(ctx, "ws://"+addr+"/echo", nil)
+			if err != nil {
+				results <- outcome{err: err}
+				return
+			}
+			// An admitted client's first echo proves it is in; a refused one
+			// reads the 1013 instead.
+			if err := c.Write(ctx, websocket.MessageText, []byte("first")); err != nil {
+				var ce *websocket.CloseError
+				if !errors.As(c.Err(), &ce) {
+					results <- outcome{err: err}
+					return
+				}
+			}
+			_, _, err = c.Read(ctx)
+			if err == nil {
+				results <- outcome{conn: c}
+				return
+			}
+			var ce *websocket.CloseError
+			if !errors.As(err, &ce) {
+				results <- outcome{err: err}
+				return
+			}
+			hint, _ := closecode.ParseRetryHint(ce.Reason)
+			results <- outcome{code: ce.Code, hint: hint}
+		})
+	}
+	close(start)
+	wg.Wait()
+	close(results)
+	var admitted []*websocket.Conn
+	hints := map[time.Duration]int{}
+	refused := 0
+	for r := range results {
+		switch {
+		case r.err != nil:
+			t.Errorf("client failed: %v", r.err)
+		case r.conn != nil:
+			admitted = append(admitted, r.conn)
+		case r.code == closecode.TryAgainLater && r.hint > 0:
+			refused++
+			hints[r.hint]++
+		default:
+			t.Errorf("client closed with %v, want 1013 with a retry-after hint", r.code)
+		}
+	}
+	if len(admitted) != 50 || refused != 150 {
+		t.Fatalf("%d admitted and %d refused with 1013, want 50 and 150\n%s", len(admitted), refused, log.String())
+	}
+	if len(hints) < 10 {
+		t.Errorf("only %d distinct hints among 150 refusals: a refused crowd would return in step", len(hints))
+	}
+	// The admitted keep echoing.
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	for round := range 5 {
+		for i, c := range admitted {
+			msg := fmt.Sprintf("round %d client %d", round, i)
+			if err := c.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+				t.Fatal(err)
+			}
+			if _, p, err := c.Read(ctx); err != nil || string(p) != msg {
+				t.Fatalf("echo %q: %q %v", msg, p, err)
+			}
+		}
+	}
+	for _, c := range admitted {
+		c.Close(closecode.NormalClosure, "")
+	}
+	// Nothing leaks: the server counts no connection left.
+	waitFor(t, 10*time.Second, func() bool {
+		return strings.Contains(scrape(t, addr), "\nebb_connections 0\n")
+	}, "server still counts connections after every client left")
+}
+
+// TestServeDrainOnSIGTERM is issue 5's drain test: 500 connected clients,
+// SIGTERM: every client receives 1012 within the window, spread over it,
+// and the process exits cleanly.
+func TestServeDrainOnSIGTERM(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server process and 500 clients")
+	}
+	const clients = 500
+	window := 3 * time.Second
+	addr, cmd, log := startServe(t, "--drain-window", window.String())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conns := make([]*websocket.Conn, clients)
+	var wg sync.WaitGroup
+	for i := range conns {
+		wg.Go(func() {
+			c, _, err := websocket.Dial(ctx, "ws://"+addr+"/echo", nil)
+			if err != nil {
+				t.Errorf("dial: %v", err)
+				return
+			}
+			conns[i] = c
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	waitFor(t, 10*time.Second, func() bool {
+		return strings.Contains(scrape(t, addr), fmt.Sprintf("\nebb_connections %d\n", clients))
+	}, "server does not count every client")
+	type got struct {
+		code closecode.Code
+		at   time.Duration
+	}
+	gots := make(chan got, clients)
+	sent := time.Now()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range conns {
+		wg.Go(func() {
+			_, _, err := c.Read(ctx)
+			gots <- got{websocket.CloseStatus(err), time.Since(sent)}
+		})
+	}
+	wg.Wait()
+	close(gots)
+	var first, last time.Duration = time.Hour, 0
+	for g := range gots {
+		if g.code != closecode.ServiceRestart {
+			t.Fatalf("client got %v, want 1012", g.code)
+		}
+		first, last = min(first, g.at), max(last, g.at)
+	}
+	if last > window+2*time.Second {
+		t.Errorf("last 1012 after %v, want within the %v window", last, window)
+	}
+	if last-first < window/2 {
+		t.Errorf("1012s spread over %v only (%v–%v), want them spread over the %v window", last-first, first, last, window)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("ebb serve exited with %v after SIGTERM\n%s", err, log.String())
+	}
+	if !strings.Contains(log.String(), fmt.Sprintf("%d drained", clients)) {
+		t.Errorf("exit report does not count %d drained:\n%s", clients, log.String())
+	}
+}
+
+func scrape(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func waitFor(t *testing.T, d time.Duration, ok func() bool, msg string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatal(msg)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
