@@ -89,6 +89,7 @@ Exit status: 0 on success, 1 when the work failed, 2 for a usage error,
 		newExplainCmd(e),
 		newConnectCmd(e),
 		newServeCmd(e),
+		newDemoCmd(e),
 	)
 	return root
 }
