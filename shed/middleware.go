@@ -93,7 +93,13 @@ func (s *Shedder) Middleware(next http.Handler) http.Handler {
 		sl.w, sl.r = w, r
 		sl.mu.Unlock()
 		s.emit(Event{State: StateAdmitted, Request: r, ClientIP: sl.ip})
-		defer sl.release()
+		defer func() {
+			// A connection handed to its own goroutine (Handler) keeps its
+			// slot until it ends; every other one frees it here.
+			if !sl.detached.Load() {
+				sl.release()
+			}
+		}()
 		next.ServeHTTP(sl, r)
 	})
 }
@@ -143,6 +149,7 @@ type slot struct {
 	inflight   bool
 
 	released atomic.Bool
+	detached atomic.Bool // the connection outlives the handler (Handler)
 
 	mu      sync.Mutex
 	closer  Closer

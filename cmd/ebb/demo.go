@@ -80,7 +80,7 @@ type demo struct {
 	o     *demoOptions
 	pace  float64 // scales every duration of the script
 	start time.Time
-	rec   *recorder
+	rec   *demoRecorder
 	live  *liveLine
 	addr  string
 	srv   atomic.Pointer[ebbServer]
@@ -89,7 +89,7 @@ type demo struct {
 func (d *demo) dur(x time.Duration) time.Duration { return time.Duration(float64(x) * d.pace) }
 
 func runDemo(ctx context.Context, e *env, o *demoOptions) error {
-	d := &demo{e: e, o: o, pace: 1, start: time.Now(), rec: newRecorder()}
+	d := &demo{e: e, o: o, pace: 1, start: time.Now(), rec: newDemoRecorder()}
 	if o.quick {
 		d.pace = 0.45
 	}

@@ -21,8 +21,8 @@ import (
 	"github.com/ebb-ws/ebb/websocket"
 )
 
-// recorder collects what the demo's clients and servers saw.
-type recorder struct {
+// demoRecorder collects what the demo's clients and servers saw.
+type demoRecorder struct {
 	mu         sync.Mutex
 	samples    []connSample
 	events     []codeEvent
@@ -59,39 +59,39 @@ type phaseTime struct {
 	end  time.Duration
 }
 
-func newRecorder() *recorder {
-	return &recorder{marks: map[string]time.Time{}, serverSent: map[closecode.Code]uint64{}, serverRecv: map[closecode.Code]uint64{}}
+func newDemoRecorder() *demoRecorder {
+	return &demoRecorder{marks: map[string]time.Time{}, serverSent: map[closecode.Code]uint64{}, serverRecv: map[closecode.Code]uint64{}}
 }
 
-func (r *recorder) sample(t time.Time, n int) {
+func (r *demoRecorder) sample(t time.Time, n int) {
 	r.mu.Lock()
 	r.samples = append(r.samples, connSample{t, n})
 	r.mu.Unlock()
 }
 
-func (r *recorder) event(t time.Time, code closecode.Code, by string) {
+func (r *demoRecorder) event(t time.Time, code closecode.Code, by string) {
 	r.mu.Lock()
 	r.events = append(r.events, codeEvent{t, code, by})
 	r.mu.Unlock()
 }
 
-func (r *recorder) mark(name string) {
+func (r *demoRecorder) mark(name string) {
 	r.mu.Lock()
 	r.marks[name] = time.Now()
 	r.mu.Unlock()
 }
 
-func (r *recorder) phaseEnd(name string, at time.Duration) {
+func (r *demoRecorder) phaseEnd(name string, at time.Duration) {
 	r.mu.Lock()
 	r.phases = append(r.phases, phaseTime{name, at})
 	r.mu.Unlock()
 }
 
-func (r *recorder) sessionStarted() { r.mu.Lock(); r.started++; r.mu.Unlock() }
-func (r *recorder) sessionDone()    { r.mu.Lock(); r.done++; r.mu.Unlock() }
+func (r *demoRecorder) sessionStarted() { r.mu.Lock(); r.started++; r.mu.Unlock() }
+func (r *demoRecorder) sessionDone()    { r.mu.Lock(); r.done++; r.mu.Unlock() }
 
 // clientEvent receives every reconnect.Client state change.
-func (r *recorder) clientEvent(e reconnect.Event) {
+func (r *demoRecorder) clientEvent(e reconnect.Event) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	switch e.State {
@@ -118,7 +118,7 @@ func (r *recorder) clientEvent(e reconnect.Event) {
 }
 
 // reopened counts connections opened since the server came back up.
-func (r *recorder) reopened() int {
+func (r *demoRecorder) reopened() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	up, ok := r.marks["up"]
@@ -134,7 +134,7 @@ func (r *recorder) reopened() int {
 	return n
 }
 
-func (r *recorder) count(code closecode.Code) int {
+func (r *demoRecorder) count(code closecode.Code) int {
 	n := 0
 	for _, e := range r.events {
 		if e.code == code {
@@ -145,7 +145,7 @@ func (r *recorder) count(code closecode.Code) int {
 }
 
 // status is the live line.
-func (r *recorder) status(conns int) string {
+func (r *demoRecorder) status(conns int) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	server := "down"
@@ -157,7 +157,7 @@ func (r *recorder) status(conns int) string {
 }
 
 // mergeServer adds a stopped server's close-code counters.
-func (r *recorder) mergeServer(st shed.Stats) {
+func (r *demoRecorder) mergeServer(st shed.Stats) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for c, n := range st.CloseSent {
@@ -218,7 +218,7 @@ type codeSeenJSON struct {
 	Retry       string `json:"retry"`
 }
 
-func (r *recorder) summary(start time.Time, crowd, limit int) demoSummary {
+func (r *demoRecorder) summary(start time.Time, crowd, limit int) demoSummary {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := demoSummary{Seconds: time.Since(start).Seconds(), Timeline: r.plotPath}
@@ -347,7 +347,7 @@ func (d *demo) report() error {
 }
 
 // writeTimeline draws connections and close codes over time.
-func writeTimeline(path string, r *recorder, start time.Time) error {
+func writeTimeline(path string, r *demoRecorder, start time.Time) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	p := plot.New()
