@@ -74,6 +74,10 @@ func Accept(w http.ResponseWriter, r *http.Request, opts *AcceptOptions) (*Conn,
 	if opts != nil {
 		o = *opts
 	}
+	if err := o.Compression.validate(); err != nil {
+		// A server misconfiguration, not the client's fault.
+		return nil, refuse(w, http.StatusInternalServerError, nil, "server misconfigured: %v", err)
+	}
 	if err := checkUpgradeRequest(w, r, &o); err != nil {
 		return nil, err
 	}

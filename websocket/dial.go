@@ -83,10 +83,13 @@ func Dial(ctx context.Context, rawURL string, opts *DialOptions) (*Conn, *http.R
 	if err != nil {
 		return nil, nil, err
 	}
-	compression := o.Compression
-	if compression == nil && requiresDeflate(o.Require) {
-		compression = &CompressionOptions{}
+	if err := validateRequirements(o.Require); err != nil {
+		return nil, nil, err
 	}
+	if err := o.Compression.validate(); err != nil {
+		return nil, nil, err
+	}
+	compression := compressionForRequirements(o.Compression, o.Require)
 
 	keyBytes := make([]byte, 16)
 	crand.Read(keyBytes)
@@ -125,13 +128,18 @@ func Dial(ctx context.Context, rawURL string, opts *DialOptions) (*Conn, *http.R
 	}
 	stop := watchDeadline(ctx, nc.SetDeadline)
 	conn, resp, err := handshake(nc, req, key, offer, compression, &o)
-	if ctxDone := stop(); ctxDone && err == nil {
+	ctxDone := stop()
+	if ctxDone && err == nil {
 		err = fmt.Errorf("websocket: handshake with %s interrupted: %w", u.Host, ctx.Err())
 	}
 	if err != nil {
 		nc.Close()
-		if ctx.Err() != nil && !errors.As(err, new(*HandshakeError)) {
-			err = fmt.Errorf("websocket: handshake with %s: %w (%w)", u.Host, ctx.Err(), err)
+		if causedByContext(ctx, ctxDone, err) && !errors.As(err, new(*HandshakeError)) {
+			cause := ctx.Err()
+			if cause == nil {
+				cause = context.DeadlineExceeded
+			}
+			err = fmt.Errorf("websocket: handshake with %s: %w (%w)", u.Host, cause, err)
 		}
 		return nil, resp, err
 	}
