@@ -34,3 +34,5 @@ func writeRuntimeMetrics(w io.Writer) {
 func sortCodes(c []codeCountJS) {
 	sort.Slice(c, func(i, j int) bool { return c[i].Code < c[j].Code })
 }
+
+func sortStrings(s []string) { sort.Strings(s) }

@@ -57,17 +57,21 @@ func (e *exitError) Error() string {
 func newRootCmd(e *env) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "ebb",
-		Short: "WebSocket toolkit: explain close codes, connect to servers",
+		Short: "WebSocket toolkit: serve, connect, probe, load-test, explain close codes",
 		Long: `ebb is the command-line side of the ebb WebSocket stack.
 
-It explains WebSocket close codes from ebb's registry (what a code means,
-who sends it, whether to retry, how to fix it) and connects to WebSocket
-servers to send and receive messages.
+It runs a WebSocket server that refuses overload with 1013 and drains with
+1012, talks to servers (connect, probe), load-tests them (bench), shows
+the whole story in one run (demo), and explains close codes from ebb's
+registry: what a code means, who sends it, whether to retry, how to fix it.
 
+Results go to standard output, progress and diagnostics to standard error.
 Exit status: 0 on success, 1 when the work failed, 2 for a usage error,
 130 when interrupted.`,
 		Example: `  ebb explain 1013
-  ebb connect ws://localhost:8080/echo`,
+  ebb serve --addr :8080
+  echo hello | ebb connect ws://localhost:8080/echo
+  ebb help connect`,
 		SilenceUsage:               true,
 		SuggestionsMinimumDistance: 2,
 		SilenceErrors:              true,
@@ -89,7 +93,9 @@ Exit status: 0 on success, 1 when the work failed, 2 for a usage error,
 		newExplainCmd(e),
 		newConnectCmd(e),
 		newServeCmd(e),
+		newBenchCmd(e), // TEMP bench helper: lead wires this
 		newDemoCmd(e),
+		newProbeCmd(e),
 	)
 	return root
 }

@@ -58,8 +58,10 @@ func newServer(cfg serverConfig) (*ebbServer, error) {
 	}
 	s := &ebbServer{cfg: cfg, shedder: sh, ln: ln, hub: newHub(), history: newHistory(600), done: make(chan struct{})}
 	mux := http.NewServeMux()
-	mux.Handle("/echo", sh.Middleware(http.HandlerFunc(s.serveEcho)))
-	mux.Handle("/broadcast", sh.Middleware(http.HandlerFunc(s.serveBroadcast)))
+	// Connections run off the HTTP handler (shed.Handler), so that an idle
+	// one costs a few KiB instead of net/http's per-request buffers.
+	mux.Handle("/echo", sh.Handler(s.acceptOptions(), s.serveEcho))
+	mux.Handle("/broadcast", sh.Handler(s.acceptOptions(), s.serveBroadcast))
 	mux.HandleFunc("/metrics", s.serveMetrics)
 	mux.HandleFunc("/api/stats", s.serveStats)
 	mux.Handle("/ebb.js", web.Handler())
@@ -110,18 +112,11 @@ func (s *ebbServer) acceptOptions() *websocket.AcceptOptions {
 }
 
 // serveEcho sends every message back to its sender.
-func (s *ebbServer) serveEcho(w http.ResponseWriter, r *http.Request) {
-	c, err := shed.Accept(w, r, s.acceptOptions())
-	if err != nil {
-		s.cfg.Logger.Debug("echo: upgrade refused", "remote", r.RemoteAddr, "err", err)
-		return
-	}
-	defer c.CloseNow()
-	ctx := context.Background()
+func (s *ebbServer) serveEcho(ctx context.Context, c *websocket.Conn) {
 	for {
 		typ, msg, err := c.Read(ctx)
 		if err != nil {
-			s.logEnd("echo", r, err)
+			s.logEnd("echo", c, err)
 			return
 		}
 		if err := c.Write(ctx, typ, msg); err != nil {
@@ -131,32 +126,26 @@ func (s *ebbServer) serveEcho(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveBroadcast sends every message to every client of /broadcast.
-func (s *ebbServer) serveBroadcast(w http.ResponseWriter, r *http.Request) {
-	c, err := shed.Accept(w, r, s.acceptOptions())
-	if err != nil {
-		return
-	}
-	defer c.CloseNow()
+func (s *ebbServer) serveBroadcast(ctx context.Context, c *websocket.Conn) {
 	m := s.hub.join(c)
 	defer s.hub.leave(m)
-	ctx := context.Background()
 	for {
 		typ, msg, err := c.Read(ctx)
 		if err != nil {
-			s.logEnd("broadcast", r, err)
+			s.logEnd("broadcast", c, err)
 			return
 		}
 		s.hub.send(typ, msg)
 	}
 }
 
-func (s *ebbServer) logEnd(endpoint string, r *http.Request, err error) {
+func (s *ebbServer) logEnd(endpoint string, c *websocket.Conn, err error) {
 	code := websocket.CloseStatus(err)
 	if code < 0 {
-		s.cfg.Logger.Debug(endpoint+": connection ended", "remote", r.RemoteAddr, "err", err)
+		s.cfg.Logger.Debug(endpoint+": connection ended", "remote", c.RemoteAddr().String(), "err", err)
 		return
 	}
-	s.cfg.Logger.Debug(endpoint+": connection closed", "remote", r.RemoteAddr, "code", int(code), "name", code.Name(), "err", err)
+	s.cfg.Logger.Debug(endpoint+": connection closed", "remote", c.RemoteAddr().String(), "code", int(code), "name", code.Name(), "err", err)
 }
 
 func (s *ebbServer) serveMetrics(w http.ResponseWriter, r *http.Request) {
