@@ -229,7 +229,7 @@ func (e *MandatoryExtensionError) Error() string {
 	var b strings.Builder
 	b.WriteString("websocket: closed with ")
 	b.WriteString(closecode.MandatoryExtension.String())
-	b.WriteString(": the server did not accept ")
+	b.WriteString(": required extension not accepted: ")
 	b.WriteString(strings.Join(e.Missing, "; "))
 	fmt.Fprintf(&b, "; offered %s; server answered %s. %s",
 		headerOrNone(e.Offered), headerOrNone(e.Answered), closecode.Lookup(closecode.MandatoryExtension).Fix)

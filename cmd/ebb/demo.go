@@ -68,7 +68,7 @@ timeline (connections and close codes over time) is written to --plot.`,
 	f := cmd.Flags()
 	f.StringVar(&o.plot, "plot", "", "where to write the PNG timeline (default: ebb-demo-timeline.png in the temp directory)")
 	f.BoolVar(&o.quick, "quick", false, "shorter sessions and windows: about 25 seconds")
-	f.IntVar(&o.crowd, "crowd", 36, "clients in the crowd")
+	f.IntVar(&o.crowd, "crowd", 48, "clients in the crowd")
 	f.IntVar(&o.limit, "limit", 12, "connections the server admits at once in the overload phase")
 	f.BoolVar(&o.asJSON, "json", false, "print the summary as JSON")
 	return cmd
@@ -150,8 +150,8 @@ func (d *demo) startServer(addr string, limit int, comp *websocket.CompressionOp
 		Addr: addr,
 		Shed: shed.Options{
 			Limits:      shed.Limits{MaxConns: limit},
-			RetryBase:   d.dur(1500 * time.Millisecond),
-			RetryMax:    d.dur(6 * time.Second),
+			RetryBase:   d.dur(time.Second),
+			RetryMax:    d.dur(4 * time.Second),
 			DrainWindow: d.dur(3 * time.Second),
 			DrainHint:   d.dur(time.Second),
 		},
@@ -183,7 +183,7 @@ func (d *demo) sample(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			n := -1
+			n := -1 // no server running
 			if s := d.srv.Load(); s != nil {
 				n = s.shedder.Stats().Connections
 			}
@@ -193,11 +193,13 @@ func (d *demo) sample(ctx context.Context) {
 	}
 }
 
-// crowdClient runs one reconnecting client. hold is how long it keeps a
-// connection once admitted; done is called once it has finished.
+// crowdClient runs one reconnecting client. On every new connection it
+// says hello; the echo of that hello is how the client knows the server
+// really admitted it (a refused client is upgraded too, then closed at once
+// with 1013).
 func (d *demo) crowdClient(ctx context.Context, persistent bool) (*reconnect.Client, error) {
 	policy := reconnect.Policy{
-		Backoff:      reconnect.Backoff{Base: d.dur(time.Second), Cap: d.dur(8 * time.Second)},
+		Backoff:      reconnect.Backoff{Base: d.dur(time.Second), Cap: d.dur(4 * time.Second)},
 		StablePeriod: d.dur(2 * time.Second),
 		Persistent:   persistent,
 		MaxElapsed:   2 * time.Minute,
@@ -205,6 +207,9 @@ func (d *demo) crowdClient(ctx context.Context, persistent bool) (*reconnect.Cli
 	return reconnect.New(ctx, "ws://"+d.addr+"/echo", &reconnect.Options{
 		Policy:  policy,
 		OnEvent: d.rec.clientEvent,
+		OnConnect: func(ctx context.Context, c *websocket.Conn) error {
+			return c.Write(ctx, websocket.MessageText, []byte("hello"))
+		},
 	})
 }
 
@@ -222,9 +227,13 @@ func (d *demo) overload(ctx context.Context) error {
 				errs <- err
 				return
 			}
-			hold := d.dur(time.Duration(2500+rand.IntN(2000)) * time.Millisecond)
-			// The reader: the client delivers echoes here, and a read
-			// error means the link has stopped for good.
+			hold := d.dur(time.Duration(3000+rand.IntN(2500)) * time.Millisecond)
+			// The first echo says the server admitted this client.
+			if _, _, err := c.Read(ctx); err != nil {
+				errs <- fmt.Errorf("client %d never got in: %w", i, err)
+				c.Close(closecode.GoingAway, "")
+				return
+			}
 			go func() {
 				for {
 					if _, _, err := c.Read(ctx); err != nil {
@@ -232,18 +241,6 @@ func (d *demo) overload(ctx context.Context) error {
 					}
 				}
 			}()
-			for c.State() != reconnect.StateOpen {
-				select {
-				case <-ctx.Done():
-					errs <- fmt.Errorf("client %d never got in: %w", i, ctx.Err())
-					c.Close(closecode.GoingAway, "")
-					return
-				case <-c.Done():
-					errs <- fmt.Errorf("client %d stopped before getting in: %w", i, c.Err())
-					return
-				case <-time.After(20 * time.Millisecond):
-				}
-			}
 			d.rec.sessionStarted()
 			tick := time.NewTicker(d.dur(500 * time.Millisecond))
 			end := time.After(hold)
@@ -304,6 +301,12 @@ func (d *demo) restart(ctx context.Context) error {
 	}()
 	if err := waitAllOpen(ctx, clients); err != nil {
 		return fmt.Errorf("crowd did not connect: %w", err)
+	}
+	// Let the full house show on the timeline before the drain.
+	select {
+	case <-time.After(d.dur(1500 * time.Millisecond)):
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 	d.rec.mark("drain")
 	// Drain: every connection gets 1012 with a hint, spread over the window.

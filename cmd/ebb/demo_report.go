@@ -356,9 +356,8 @@ func writeTimeline(path string, r *demoRecorder, start time.Time) error {
 	p.Y.Label.Text = "connections / closes per 0.5 s"
 	conns := make(plotter.XYs, 0, len(r.samples))
 	for _, s := range r.samples {
-		if s.conns >= 0 {
-			conns = append(conns, plotter.XY{X: s.t.Sub(start).Seconds(), Y: float64(s.conns)})
-		}
+		// While the server is down (restart phase) it holds nothing.
+		conns = append(conns, plotter.XY{X: s.t.Sub(start).Seconds(), Y: float64(max(s.conns, 0))})
 	}
 	if len(conns) == 0 {
 		return errors.New("no samples")
@@ -407,6 +406,7 @@ func writeTimeline(path string, r *demoRecorder, start time.Time) error {
 		p.Legend.Add(sr.code.String(), bl)
 	}
 	p.Legend.Top = true
+	p.Legend.Left = true
 	p.Add(plotter.NewGrid())
 	return p.Save(11*vg.Inch, 4.5*vg.Inch, path)
 }
