@@ -6,7 +6,8 @@ import (
 	"time"
 )
 
-// Defaults of Backoff and Policy, as DESIGN.md ("Reconnect") fixes them.
+// Defaults of Backoff and Policy: 1 s doubling to a 30 s cap, half of every
+// delay jittered, a 10 s stable period.
 const (
 	// DefaultBase is the nominal delay before the first reconnect attempt.
 	DefaultBase = time.Second

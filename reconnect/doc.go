@@ -1,4 +1,4 @@
-// Package reconnect keeps a WebSocket link up the way DESIGN.md asks: it
+// Package reconnect keeps a WebSocket link up the way ebb's design asks: it
 // reconnects only when the close code's retry class says that can help,
 // waits with capped exponential backoff that is jittered on every attempt,
 // honours a server's retry hint as a floor, and resets its attempt counter

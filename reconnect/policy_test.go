@@ -208,7 +208,7 @@ func TestHintFloor(t *testing.T) {
 
 func TestDecide(t *testing.T) {
 	t.Parallel()
-	// Expected verdicts written out from DESIGN.md's table, not derived
+	// Expected verdicts written out from ebb's close-code table, not derived
 	// from closecode, so that a change in either shows up here.
 	type want struct{ plain, persistent, withRule bool }
 	tests := []struct {
