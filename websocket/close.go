@@ -35,13 +35,14 @@ func (c *Conn) Close(code closecode.Code, reason string) error {
 	deadline := time.Now().Add(closeTimeout)
 	select {
 	case c.readSema <- struct{}{}:
-		// Nobody is reading: read until the peer answers.
+		// Nobody is reading: read until the peer answers (a client also
+		// waits for the server to close TCP first, RFC 6455 §7.1.1).
 		if c.CloseReceived() == nil {
 			c.awaitClose(deadline)
 		}
 		<-c.readSema
 	default:
-		// The reader will see the answer.
+		// The reader will see the answer, and then end the connection.
 		t := time.NewTimer(closeTimeout)
 		defer t.Stop()
 		select {
@@ -49,13 +50,12 @@ func (c *Conn) Close(code closecode.Code, reason string) error {
 		case <-c.doneCh:
 		case <-t.C:
 		}
-	}
-	if !c.server {
-		// Give the server a moment to close first (RFC 6455 §7.1.1), without
-		// stealing from a reader.
-		select {
-		case <-c.doneCh:
-		case <-time.After(min(time.Until(deadline), 100*time.Millisecond)):
+		if !c.server {
+			// The reader is giving the server a moment to close first.
+			select {
+			case <-c.doneCh:
+			case <-time.After(min(time.Until(deadline), failDrainTimeout)):
+			}
 		}
 	}
 	c.closeTCP()

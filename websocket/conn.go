@@ -208,6 +208,20 @@ func (c *Conn) Err() error {
 	return c.closeErr
 }
 
+// finished reports whether nothing more can be read: the network
+// connection is closed or the peer's Close frame has arrived. A Close this
+// side sent is not enough: its answer is still to be read.
+func (c *Conn) finished() bool {
+	select {
+	case <-c.doneCh:
+		return true
+	case <-c.recvCh:
+		return true
+	default:
+		return false
+	}
+}
+
 // setCloseErr records why the connection ended, first cause wins, and
 // returns the recorded cause.
 func (c *Conn) setCloseErr(ce *CloseError) *CloseError {

@@ -448,3 +448,53 @@ func TestHandlerServesAfterReturning(t *testing.T) {
 	c.Close(closecode.NormalClosure, "")
 	<-done
 }
+
+// TestCloseWhileReaderIsBetweenReads: Close is called while the reading
+// goroutine is between two Reads; its next Read must still read the
+// peer's answer, so Close returns at once instead of timing out.
+func TestCloseWhileReaderIsBetweenReads(t *testing.T) {
+	t.Parallel()
+	server, client := testPair(t, nil, nil)
+	go echo(server)
+	ctx := context.Background()
+	readErr := make(chan error, 1)
+	gate := make(chan struct{})
+	go func() {
+		<-gate // Close runs before this Read starts.
+		for {
+			if _, _, err := client.Read(ctx); err != nil {
+				readErr <- err
+				return
+			}
+		}
+	}()
+	start := time.Now()
+	closed := make(chan error, 1)
+	go func() { closed <- client.Close(closecode.GoingAway, "leaving") }()
+	time.Sleep(20 * time.Millisecond)
+	close(gate)
+	if err := <-closed; err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("Close took %v: it waited for an answer nobody read", d)
+	}
+	if err := <-readErr; CloseStatus(err) != closecode.GoingAway {
+		t.Fatalf("reader ended with %v, want the echoed 1001", err)
+	}
+}
+
+// TestClientCloseIsPrompt: without a reader, a client's Close returns as
+// soon as the server has answered and closed TCP.
+func TestClientCloseIsPrompt(t *testing.T) {
+	t.Parallel()
+	server, client := testPair(t, nil, nil)
+	go echo(server)
+	start := time.Now()
+	if err := client.Close(closecode.NormalClosure, ""); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 50*time.Millisecond {
+		t.Fatalf("client Close took %v on loopback", d)
+	}
+}

@@ -159,8 +159,8 @@ func (c *Conn) interrupted(ctx context.Context) error {
 // beginMessage skips what is left of an unfinished message, then reads up
 // to the first frame of the next data message.
 func (c *Conn) beginMessage() error {
-	if ce := c.Err(); ce != nil {
-		return ce
+	if c.finished() {
+		return c.closedErr()
 	}
 	rd := &c.rd
 	if rd.inMessage {

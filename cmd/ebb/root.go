@@ -93,7 +93,7 @@ Exit status: 0 on success, 1 when the work failed, 2 for a usage error,
 		newExplainCmd(e),
 		newConnectCmd(e),
 		newServeCmd(e),
-		newBenchCmd(e), // TEMP bench helper: lead wires this
+		newBenchCmd(e),
 		newDemoCmd(e),
 		newProbeCmd(e),
 	)
