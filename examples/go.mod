@@ -10,3 +10,5 @@ require (
 	github.com/gorilla/websocket v1.5.3
 	go.uber.org/goleak v1.3.0
 )
+
+require github.com/klauspost/compress v1.20.4 // indirect

@@ -105,6 +105,9 @@ var ErrClosed = errors.New("websocket: connection closed")
 type protocolError struct {
 	code   closecode.Code
 	reason string
+	// peerClosed is set when the violation was in the peer's Close frame:
+	// the peer is closing already and will not send another one.
+	peerClosed bool
 }
 
 func (e *protocolError) Error() string { return e.reason }

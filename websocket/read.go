@@ -324,6 +324,10 @@ func parseClosePayload(p []byte) (closecode.Code, string, error) {
 func (c *Conn) handleClose(p []byte) error {
 	code, reason, err := parseClosePayload(p)
 	if err != nil {
+		var pe *protocolError
+		if errors.As(err, &pe) {
+			pe.peerClosed = true
+		}
 		return err
 	}
 	ce := &CloseError{Code: code, Reason: reason, Remote: true}
@@ -371,7 +375,7 @@ func (c *Conn) readFailed(err error) error {
 		return ce
 	case errors.As(err, &pe):
 		sent := c.setCloseErr(&CloseError{Code: pe.code, Reason: pe.reason})
-		c.fail(pe.code, pe.reason)
+		c.fail(pe.code, pe.reason, pe.peerClosed)
 		return sent
 	}
 	if ce := c.Err(); ce != nil {
@@ -387,12 +391,22 @@ func (c *Conn) readFailed(err error) error {
 // fail sends a Close frame for a violation found while reading, waits
 // briefly for the peer's answer so the frame is not lost to a TCP reset,
 // and closes the connection.
-func (c *Conn) fail(code closecode.Code, reason string) {
+//
+// When the violation was in the peer's own Close frame, no answer will
+// come: a server closes at once, a client waits only for the server to
+// close TCP.
+func (c *Conn) fail(code closecode.Code, reason string, peerClosed bool) {
 	if c.logger != nil {
 		c.logger.Debug("websocket: failing connection", "code", int(code), "reason", reason, "remote", c.nc.RemoteAddr().String())
 	}
 	c.writeClose(code, closecode.TruncateReason(reason, closecode.MaxReasonBytes))
-	c.awaitClose(time.Now().Add(failDrainTimeout))
+	switch {
+	case !peerClosed:
+		c.awaitClose(time.Now().Add(failDrainTimeout))
+	case !c.server:
+		c.nc.SetReadDeadline(time.Now().Add(failDrainTimeout))
+		io.Copy(io.Discard, c.br)
+	}
 	c.closeTCP()
 }
 

@@ -1,0 +1,511 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ebb-ws/ebb/closecode"
+	"github.com/ebb-ws/ebb/websocket"
+)
+
+// connectOptions holds the flags of "ebb connect".
+type connectOptions struct {
+	headers     []string
+	subprotocol []string
+	origin      string
+	insecure    bool
+	compress    bool
+	require     []string
+	asJSON      bool
+	linger      time.Duration
+}
+
+func newConnectCmd(e *env) *cobra.Command {
+	var o connectOptions
+	cmd := &cobra.Command{
+		Use:   "connect URL",
+		Short: "Connect to a WebSocket server and exchange messages (like wscat)",
+		Long: `Connect opens a WebSocket connection to URL (ws:// or wss://).
+
+Each line read from standard input is sent as a text message. Each message
+received is printed to standard output: text as it is, binary as
+"[binary N B] " followed by the payload in base64. When standard input ends,
+connect keeps printing what arrives until the connection has been quiet
+for --linger (answers to the last lines are usually in flight), then sends
+Close 1000 and waits for the server's reply.
+
+When the connection ends, the close code, the reason and what the code
+means (from ebb's close-code registry) are printed to standard error. The
+exit status is 0 when the connection ended with 1000 Normal Closure or
+1001 Going Away, 1 otherwise, 130 after Ctrl-C (which closes with 1001).
+
+--require EXT makes the extension mandatory: if the server does not accept
+it, connect closes with 1010 Mandatory Extension and says what was offered
+and what the server answered. --require permessage-deflate implies --compress.
+
+With --json, every event (open, message, closed, error) is printed to
+standard output as one JSON object per line.`,
+		Example: `  echo hello | ebb connect ws://localhost:8080/echo
+  ebb connect -H "Authorization: Bearer $TOKEN" --subprotocol chat.v1 wss://example.com/ws
+  ebb connect --require permessage-deflate ws://localhost:8080/echo
+  ebb connect --json ws://localhost:8080/echo < messages.txt`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usagef("connect takes exactly one URL, got %d arguments", len(args))
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dopts, err := o.dialOptions()
+			if err != nil {
+				return err
+			}
+			if err := checkURL(args[0]); err != nil {
+				return err
+			}
+			return connect(cmd.Context(), e, args[0], dopts, &o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringArrayVarP(&o.headers, "header", "H", nil, `extra request header "Name: value" (repeatable)`)
+	f.StringArrayVar(&o.subprotocol, "subprotocol", nil, "subprotocol to offer, in order of preference (repeatable)")
+	f.StringVar(&o.origin, "origin", "", "Origin header to send")
+	f.BoolVar(&o.insecure, "insecure", false, "skip TLS certificate verification (testing only)")
+	f.BoolVar(&o.compress, "compress", false, "offer permessage-deflate compression")
+	f.StringArrayVar(&o.require, "require", nil, "extension the server must accept, or close with 1010 (repeatable)")
+	f.BoolVar(&o.asJSON, "json", false, "print events as JSON lines on stdout")
+	f.DurationVar(&o.linger, "linger", 500*time.Millisecond, "after stdin ends, keep printing messages until none arrived for this long (at most 10s), then close; 0 closes at once")
+	return cmd
+}
+
+// checkURL rejects what Dial would reject later with a less direct message.
+func checkURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return usagef("connect: %q is not a URL: %v", raw, err)
+	}
+	if u.Scheme != "ws" && u.Scheme != "wss" {
+		return usagef("connect: URL %q has scheme %q: want ws:// or wss://", raw, u.Scheme)
+	}
+	if u.Host == "" {
+		return usagef("connect: URL %q has no host: want ws://host[:port]/path", raw)
+	}
+	return nil
+}
+
+// dialOptions turns the flags into websocket.DialOptions.
+func (o *connectOptions) dialOptions() (*websocket.DialOptions, error) {
+	h := http.Header{}
+	for _, kv := range o.headers {
+		name, value, ok := strings.Cut(kv, ":")
+		name = strings.TrimSpace(name)
+		if !ok || name == "" || strings.ContainsAny(name, " \t") {
+			return nil, usagef(`connect: header %q is not of the form "Name: value"`, kv)
+		}
+		h.Add(name, strings.TrimSpace(value))
+	}
+	if o.origin != "" {
+		h.Set("Origin", o.origin)
+	}
+	d := &websocket.DialOptions{Header: h, Subprotocols: o.subprotocol}
+	if o.insecure {
+		d.TLSConfig = &tls.Config{InsecureSkipVerify: true}
+	}
+	for _, name := range o.require {
+		name = strings.TrimSpace(name)
+		if name == "" {
+			return nil, usagef("connect: --require needs an extension name such as permessage-deflate")
+		}
+		if !strings.EqualFold(name, "permessage-deflate") {
+			return nil, usagef("connect: --require %q: ebb supports only the permessage-deflate extension", name)
+		}
+		o.compress = true
+		d.Require = append(d.Require, requirement(name))
+	}
+	if o.compress {
+		d.Compression = &websocket.CompressionOptions{}
+	}
+	return d, nil
+}
+
+// requirement names an extension the client requires.
+func requirement(name string) websocket.Requirement {
+	return websocket.Requirement{Extension: strings.ToLower(name)}
+}
+
+// events prints what happens on the connection, as text or JSON lines.
+type events struct {
+	e      *env
+	asJSON bool
+}
+
+func (ev *events) json(v map[string]any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Only unsupported values fail; everything here is strings and numbers.
+		b = []byte(fmt.Sprintf(`{"event":"error","error":%q}`, err.Error()))
+	}
+	fmt.Fprintf(ev.e.stdout, "%s\n", b)
+}
+
+func (ev *events) open(c *websocket.Conn, u string) {
+	if ev.asJSON {
+		ev.json(map[string]any{"event": "open", "url": u, "subprotocol": c.Subprotocol(), "extensions": c.Extensions()})
+		return
+	}
+	fmt.Fprintf(ev.e.stderr, "connected to %s (subprotocol: %s, extensions: %s)\n", u, orNone(c.Subprotocol()), orNone(c.Extensions()))
+}
+
+func (ev *events) message(typ websocket.MessageType, p []byte) {
+	switch {
+	case ev.asJSON && typ == websocket.MessageText:
+		ev.json(map[string]any{"event": "message", "type": "text", "size": len(p), "data": string(p)})
+	case ev.asJSON:
+		ev.json(map[string]any{"event": "message", "type": "binary", "size": len(p), "base64": base64.StdEncoding.EncodeToString(p)})
+	case typ == websocket.MessageText:
+		fmt.Fprintf(ev.e.stdout, "%s\n", p)
+	default:
+		fmt.Fprintf(ev.e.stdout, "[binary %d B] %s\n", len(p), base64.StdEncoding.EncodeToString(p))
+	}
+}
+
+// closed reports how the connection ended, with the registry's explanation.
+// sent is the Close this client started the handshake with, or nil when the
+// server (or the network) ended the connection.
+func (ev *events) closed(ce *websocket.CloseError, sent *websocket.CloseError) {
+	info := closecode.Lookup(ce.Code)
+	by := "this client"
+	switch {
+	case ce.Code == closecode.AbnormalClosure:
+		by = "nobody (connection lost)"
+	case sent == nil && ce.Remote:
+		by = "server"
+	}
+	hint, hasHint := closecode.ParseRetryHint(ce.Reason)
+	if ev.asJSON {
+		v := map[string]any{
+			"event": "closed", "code": int(ce.Code), "name": info.Name, "reason": ce.Reason,
+			"by": by, "retry_class": info.Retry.String(), "description": info.Description, "fix": info.Fix,
+		}
+		if sent != nil {
+			v["sent_code"] = int(sent.Code)
+		}
+		if hasHint {
+			v["retry_after_seconds"] = hint.Seconds()
+		}
+		ev.json(v)
+		return
+	}
+	w := ev.e.stderr
+	if sent != nil && ce.Remote {
+		fmt.Fprintf(w, "connection closed by this client with %s; the server answered %s", sent.Code, ce.Code)
+		if ce.Reason != "" {
+			fmt.Fprintf(w, ": %q", ce.Reason)
+		}
+		fmt.Fprintln(w)
+		ev.explain(info, hint, hasHint)
+		return
+	}
+	fmt.Fprintf(w, "connection closed by %s: %s", by, ce.Code)
+	if ce.Reason != "" {
+		fmt.Fprintf(w, ": %q", ce.Reason)
+	}
+	fmt.Fprintln(w)
+	ev.explain(info, hint, hasHint)
+}
+
+// explain prints the registry's view of the code a connection ended with.
+func (ev *events) explain(info closecode.Info, hint time.Duration, hasHint bool) {
+	w := ev.e.stderr
+	fmt.Fprintf(w, "  retry class: %s", info.Retry)
+	if hasHint {
+		fmt.Fprintf(w, " (server hint: not before %s)", hint)
+	}
+	fmt.Fprintln(w)
+	for _, line := range wrap(info.Description, 74) {
+		fmt.Fprintf(w, "  %s\n", line)
+	}
+	if !normalEnd(info.Code) {
+		for i, line := range wrap(info.Fix, 70) {
+			if i == 0 {
+				fmt.Fprintf(w, "  fix: %s\n", line)
+			} else {
+				fmt.Fprintf(w, "       %s\n", line)
+			}
+		}
+	}
+}
+
+// failed reports an error that ended the command before or outside the
+// close handshake (dial failures, write failures).
+func (ev *events) failed(err error) {
+	var me *websocket.MandatoryExtensionError
+	var he *websocket.HandshakeError
+	if ev.asJSON {
+		v := map[string]any{"event": "error", "error": err.Error()}
+		switch {
+		case errors.As(err, &me):
+			v["code"] = int(closecode.MandatoryExtension)
+			v["required"], v["offered"], v["answered"], v["missing"] = me.Required, me.Offered, me.Answered, me.Missing
+		case errors.As(err, &he):
+			v["status"] = he.StatusCode
+			if he.RetryAfter > 0 {
+				v["retry_after_seconds"] = he.RetryAfter.Seconds()
+			}
+		}
+		ev.json(v)
+		return
+	}
+	w := ev.e.stderr
+	if !errors.As(err, &me) {
+		fmt.Fprintf(w, "ebb: connect: %v\n", err)
+	}
+	switch {
+	case me != nil:
+		// The error's own text repeats all of this on one line; spread it
+		// out so that offered and answered can be compared at a glance.
+		info := closecode.Lookup(closecode.MandatoryExtension)
+		fmt.Fprintf(w, "ebb: connect: the server did not accept a required extension\n")
+		fmt.Fprintf(w, "  closed with:  %s\n", closecode.MandatoryExtension)
+		fmt.Fprintf(w, "  required:     %s\n", orNone(strings.Join(me.Required, ", ")))
+		fmt.Fprintf(w, "  offered:      %s\n", orNone(me.Offered))
+		fmt.Fprintf(w, "  answered:     %s\n", orNone(me.Answered))
+		fmt.Fprintf(w, "  missing:      %s\n", orNone(strings.Join(me.Missing, "; ")))
+		for i, line := range wrap(info.Fix, 62) {
+			if i == 0 {
+				fmt.Fprintf(w, "  fix:          %s\n", line)
+			} else {
+				fmt.Fprintf(w, "                %s\n", line)
+			}
+		}
+	case errors.As(err, &he):
+		if he.RetryAfter > 0 {
+			fmt.Fprintf(w, "  the server asks to retry after %s\n", he.RetryAfter)
+		}
+	}
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
+
+// normalEnd reports whether a connection that ended with c counts as success.
+func normalEnd(c closecode.Code) bool {
+	return c == closecode.NormalClosure || c == closecode.GoingAway
+}
+
+// lingerMax caps --linger's wait for a quiet connection, so that a server
+// that never stops sending cannot keep connect from closing after stdin ends.
+const lingerMax = 10 * time.Second
+
+// linger waits until no message arrived for quiet (at most lingerMax). It
+// returns early when the connection ended meanwhile (ended, with the
+// reader's error as end) or when ctx is canceled (interrupted).
+func linger(ctx context.Context, quiet time.Duration, activity <-chan struct{}, readErr <-chan error) (ended, interrupted bool, end error) {
+	if quiet <= 0 {
+		return false, ctx.Err() != nil, nil
+	}
+	limit := time.NewTimer(lingerMax)
+	defer limit.Stop()
+	idle := time.NewTimer(quiet)
+	defer idle.Stop()
+	for {
+		select {
+		case <-activity:
+			idle.Reset(quiet)
+		case <-idle.C:
+			return false, false, nil
+		case <-limit.C:
+			return false, false, nil
+		case err := <-readErr:
+			return true, false, err
+		case <-ctx.Done():
+			return false, true, nil
+		}
+	}
+}
+
+// closeWait bounds how long connect waits for the reader to see the end of
+// the connection after it asked to close; Close itself bounds the handshake.
+const closeWait = 10 * time.Second
+
+func connect(ctx context.Context, e *env, u string, opts *websocket.DialOptions, o *connectOptions) error {
+	ev := &events{e: e, asJSON: o.asJSON}
+	conn, _, err := websocket.Dial(ctx, u, opts)
+	if err != nil {
+		if ctx.Err() != nil {
+			return context.Canceled
+		}
+		ev.failed(err)
+		return &exitError{code: exitFailure}
+	}
+	defer conn.CloseNow()
+	ev.open(conn, u)
+
+	// The reader runs on its own context so that Ctrl-C does not cut the
+	// close handshake short: it ends when the connection ends. It hands
+	// messages to a printer and goes straight back to Read, so that it is
+	// reading, not printing, when Close needs the peer's reply.
+	readErr := make(chan error, 1)
+	msgs := make(chan message, 256)
+	go func() {
+		defer close(msgs)
+		for {
+			typ, p, err := conn.Read(context.Background())
+			if err != nil {
+				readErr <- err
+				return
+			}
+			msgs <- message{typ, p}
+		}
+	}()
+	printed := make(chan struct{})
+	activity := make(chan struct{}, 1) // a message arrived (for linger)
+	go func() {
+		defer close(printed)
+		for m := range msgs {
+			ev.message(m.typ, m.p)
+			select {
+			case activity <- struct{}{}:
+			default:
+			}
+		}
+	}()
+
+	lines := make(chan string)
+	stdinErr := make(chan error, 1)
+	stop := make(chan struct{})
+	defer close(stop)
+	go readLines(e.stdin, lines, stdinErr, stop)
+
+	interrupted := false
+	var end error
+	var sent *websocket.CloseError // the Close this client started with
+	finish := func(code closecode.Code, reason string) {
+		sent = &websocket.CloseError{Code: code, Reason: reason}
+		closeConn(conn, code, reason)
+		end = waitRead(readErr)
+	}
+loop:
+	for {
+		select {
+		case line := <-lines:
+			if err := conn.Write(ctx, websocket.MessageText, []byte(line)); err != nil {
+				if ctx.Err() != nil {
+					interrupted = true
+					finish(closecode.GoingAway, "interrupted")
+				} else {
+					end = waitRead(readErr)
+				}
+				break loop
+			}
+		case err := <-stdinErr:
+			if err != nil {
+				fmt.Fprintf(e.stderr, "ebb: connect: reading standard input: %v\n", err)
+			}
+			var ended bool
+			ended, interrupted, end = linger(ctx, o.linger, activity, readErr)
+			switch {
+			case ended:
+			case interrupted:
+				finish(closecode.GoingAway, "interrupted")
+			default:
+				finish(closecode.NormalClosure, "")
+			}
+			break loop
+		case end = <-readErr:
+			break loop
+		case <-ctx.Done():
+			interrupted = true
+			finish(closecode.GoingAway, "interrupted")
+			break loop
+		}
+	}
+
+	// Print every message that arrived before the end is reported. The
+	// printer ends once the reader has (or after waitRead gave up on it).
+	select {
+	case <-printed:
+	case <-time.After(closeWait):
+	}
+	var ce *websocket.CloseError
+	if !errors.As(end, &ce) {
+		if end != nil {
+			ev.failed(end)
+		}
+		return &exitError{code: exitFailure}
+	}
+	ev.closed(ce, sent)
+	switch {
+	case interrupted:
+		return context.Canceled
+	case normalEnd(ce.Code):
+		return nil
+	default:
+		return &exitError{code: exitFailure}
+	}
+}
+
+// message is one received data message.
+type message struct {
+	typ websocket.MessageType
+	p   []byte
+}
+
+// closeConn starts the close handshake; the outcome is read by the reader.
+func closeConn(c *websocket.Conn, code closecode.Code, reason string) {
+	// Close reports the same outcome the reader sees; the reader's copy is
+	// the one printed, so this error carries nothing new.
+	_ = c.Close(code, reason)
+}
+
+// waitRead waits for the reader to see the end of the connection.
+func waitRead(readErr <-chan error) error {
+	select {
+	case err := <-readErr:
+		return err
+	case <-time.After(closeWait):
+		return fmt.Errorf("connect: the connection did not end within %s after the close handshake started", closeWait)
+	}
+}
+
+// readLines sends each line of r (without its line ending) to lines, then
+// nil (at EOF) or the read error to done. It stops early when stop closes.
+func readLines(r io.Reader, lines chan<- string, done chan<- error, stop <-chan struct{}) {
+	br := bufio.NewReader(r)
+	for {
+		line, err := br.ReadString('\n')
+		if len(line) > 0 && (err == nil || err == io.EOF) {
+			select {
+			case lines <- strings.TrimRight(line, "\r\n"):
+			case <-stop:
+				return
+			}
+		}
+		if err != nil {
+			if err == io.EOF {
+				err = nil
+			}
+			select {
+			case done <- err:
+			case <-stop:
+			}
+			return
+		}
+	}
+}
