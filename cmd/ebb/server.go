@@ -47,14 +47,14 @@ func newServer(cfg serverConfig) (*ebbServer, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	sh, err := shed.New(&cfg.Shed)
-	if err != nil {
-		return nil, err
-	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
-		sh.Shutdown(context.Background())
 		return nil, fmt.Errorf("cannot listen on %s: %w", cfg.Addr, err)
+	}
+	sh, err := shed.New(&cfg.Shed)
+	if err != nil {
+		ln.Close()
+		return nil, err
 	}
 	s := &ebbServer{cfg: cfg, shedder: sh, ln: ln, hub: newHub(), history: newHistory(600), done: make(chan struct{})}
 	mux := http.NewServeMux()
