@@ -13,8 +13,9 @@ import (
 // buffers (about 10 KiB per connection). The connection keeps its slot, and
 // stays visible to shedding and Shutdown, until serve returns.
 //
-// serve's context carries the request context's values and is canceled
-// when serve returns. The connection is closed (CloseNow) after serve
+// serve's context carries the request context's values and is never
+// canceled, so that Read and Write have no deadline to watch (see
+// websocket.Handler). The connection is closed (CloseNow) after serve
 // returns, if serve did not close it.
 func (s *Shedder) Handler(opts *websocket.AcceptOptions, serve func(ctx context.Context, c *websocket.Conn)) http.Handler {
 	return s.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -29,11 +30,10 @@ func (s *Shedder) Handler(opts *websocket.AcceptOptions, serve func(ctx context.
 			sl.mu.Unlock()
 			sl.detached.Store(true)
 		}
-		ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+		ctx := context.WithoutCancel(r.Context())
 		go func() {
 			defer func() {
 				c.CloseNow()
-				cancel()
 				if sl != nil {
 					sl.release()
 				}

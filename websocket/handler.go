@@ -15,19 +15,20 @@ import (
 // plus its goroutine's stack. Prefer Handler to calling Accept in a
 // long-running handler when a server holds many connections.
 //
-// serve's context carries the request context's values but is not canceled
-// when the handler returns; it is canceled when serve returns. The
-// connection is closed (CloseNow) after serve returns, if serve did not close
-// it.
+// serve's context carries the request context's values and is never
+// canceled: the connection's end is what Read reports, and a context that
+// cannot end costs nothing on every Read and Write (no deadline to watch).
+// Derive a cancelable context from it if serve starts goroutines of its own.
+// The connection is closed (CloseNow) after serve returns, if serve did not
+// close it.
 func Handler(opts *AcceptOptions, serve func(ctx context.Context, c *Conn)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, err := Accept(w, r, opts)
 		if err != nil {
 			return
 		}
-		ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+		ctx := context.WithoutCancel(r.Context())
 		go func() {
-			defer cancel()
 			defer c.CloseNow()
 			serve(ctx, c)
 		}()

@@ -2,6 +2,7 @@ package websocket
 
 import (
 	"bufio"
+	"io"
 	"net"
 	"sync"
 	"syscall"
@@ -18,15 +19,20 @@ const readBufferSize = 4096
 
 var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufferSize) }}
 
-// idleWaiter waits for readability without holding a buffer.
+var chunkPool = sync.Pool{New: func() any { b := make([]byte, readBufferSize); return &b }}
+
+// idleWaiter waits for data without holding a buffer between messages.
 type idleWaiter struct {
-	rc   syscall.RawConn
-	fn   func(uintptr) bool
-	peek [1]byte
+	rc  syscall.RawConn
+	fn  func(uintptr) bool
+	chunk *[]byte // borrowed from chunkPool only while reading, never while waiting
+	n   int
+	err error
+	pre prefixReader
 }
 
 func newIdleWaiter(nc net.Conn) *idleWaiter {
-	if !canPeek {
+	if !canReadNonblock {
 		return nil
 	}
 	sc, ok := nc.(syscall.Conn)
@@ -39,27 +45,89 @@ func newIdleWaiter(nc net.Conn) *idleWaiter {
 	}
 	w := &idleWaiter{rc: rc}
 	// RawConn.Read calls fn, and while fn returns false it waits for the
-	// socket to become readable and calls it again. The netpoller is
-	// edge-triggered and RawConn.Read forgets earlier readiness, so fn must
-	// look for data already queued: a non-blocking one-byte peek.
-	w.fn = func(fd uintptr) bool { return peekReadable(fd, w.peek[:]) }
+	// socket to become readable and calls it again. fn tries a real
+	// non-blocking read: when data is already there (a busy connection)
+	// that is the only system call; otherwise one more after the wait, as
+	// for any blocking read. (A readiness-only wait would need a third call:
+	// the netpoller is edge-triggered and RawConn.Read forgets earlier
+	// readiness, so data already queued must be looked for.)
+	w.fn = func(fd uintptr) bool {
+		if w.chunk == nil {
+			w.chunk = chunkPool.Get().(*[]byte)
+		}
+		n, err, again := readNonblock(fd, *w.chunk)
+		if again {
+			// Nothing yet: wait without holding the chunk.
+			chunkPool.Put(w.chunk)
+			w.chunk = nil
+			return false
+		}
+		w.n, w.err = n, err
+		return true
+	}
+	w.pre.nc = nc
 	return w
 }
 
 // awaitData is called by the reader at a message boundary. If nothing is
 // buffered it gives the buffer back, waits for data, and takes one again.
 func (c *Conn) awaitData() error {
-	if c.idle == nil || c.br.Buffered() > 0 {
+	w := c.idle
+	if w == nil || c.br.Buffered() > 0 {
 		return nil
 	}
 	readerPool.Put(c.br)
 	c.br = nil
-	err := c.idle.rc.Read(c.idle.fn)
+	w.n, w.err = 0, nil
+	err := w.rc.Read(w.fn)
+	if err == nil {
+		err = w.err
+	}
+	if err == nil && w.n == 0 {
+		err = io.EOF
+	}
+	// The bytes read go through a fresh reader first, then the socket.
 	br := readerPool.Get().(*bufio.Reader)
-	br.Reset(c.nc)
+	if w.chunk != nil {
+		w.pre.b = (*w.chunk)[:w.n]
+	}
+	br.Reset(&w.pre)
 	c.br = br
+	if w.n > 0 {
+		// Pull them into the reader's own buffer so the chunk can go back.
+		if _, perr := br.Peek(w.n); perr != nil && err == nil {
+			err = perr
+		}
+	}
+	w.pre.b = nil
+	if w.chunk != nil {
+		chunkPool.Put(w.chunk)
+		w.chunk = nil
+	}
 	if err != nil {
-		return &netReadError{err}
+		return &netReadError{noEOFIfData(err, w.n)}
 	}
 	return nil
+}
+
+func noEOFIfData(err error, n int) error {
+	if n > 0 {
+		return noEOF(err)
+	}
+	return err
+}
+
+// prefixReader yields b, then reads from the connection.
+type prefixReader struct {
+	b  []byte
+	nc net.Conn
+}
+
+func (p *prefixReader) Read(dst []byte) (int, error) {
+	if len(p.b) > 0 {
+		n := copy(dst, p.b)
+		p.b = p.b[n:]
+		return n, nil
+	}
+	return p.nc.Read(dst)
 }

@@ -2,7 +2,7 @@
 
 package websocket
 
-// Without a portable non-blocking peek, connections keep their buffer.
-const canPeek = false
+// Without a portable non-blocking read, connections keep their buffer.
+const canReadNonblock = false
 
-func peekReadable(uintptr, []byte) bool { return true }
+func readNonblock(uintptr, []byte) (int, error, bool) { return 0, nil, false }

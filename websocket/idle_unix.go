@@ -4,11 +4,21 @@ package websocket
 
 import "syscall"
 
-const canPeek = true
+const canReadNonblock = true
 
-// peekReadable reports whether the socket has data (or an error or EOF to
-// report) without consuming anything and without blocking.
-func peekReadable(fd uintptr, b []byte) bool {
-	_, _, err := syscall.Recvfrom(int(fd), b, syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-	return err != syscall.EAGAIN && err != syscall.EWOULDBLOCK && err != syscall.EINTR
+// readNonblock reads what the socket holds without blocking. again reports
+// that there is nothing yet (the caller waits for readability).
+func readNonblock(fd uintptr, b []byte) (n int, err error, again bool) {
+	for {
+		n, err = syscall.Read(int(fd), b)
+		switch err {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return 0, nil, true
+		case nil:
+			return n, nil, false
+		}
+		return 0, err, false
+	}
 }
