@@ -23,12 +23,12 @@ var chunkPool = sync.Pool{New: func() any { b := make([]byte, readBufferSize); r
 
 // idleWaiter waits for data without holding a buffer between messages.
 type idleWaiter struct {
-	rc  syscall.RawConn
-	fn  func(uintptr) bool
+	rc    syscall.RawConn
+	fn    func(uintptr) bool
 	chunk *[]byte // borrowed from chunkPool only while reading, never while waiting
-	n   int
-	err error
-	pre prefixReader
+	n     int
+	err   error
+	pre   prefixReader
 }
 
 func newIdleWaiter(nc net.Conn) *idleWaiter {
