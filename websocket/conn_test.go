@@ -498,3 +498,27 @@ func TestClientCloseIsPrompt(t *testing.T) {
 		t.Fatalf("client Close took %v on loopback", d)
 	}
 }
+
+func TestReadIntoReusesBuffer(t *testing.T) {
+	t.Parallel()
+	server, client := testPair(t, nil, nil)
+	ctx := context.Background()
+	go func() {
+		client.Write(ctx, MessageBinary, []byte("first"))
+		client.Write(ctx, MessageText, []byte("second, longer"))
+		w, _ := client.Writer(ctx, MessageText)
+		io.WriteString(w, "frag")
+		io.WriteString(w, "mented")
+		w.Close()
+	}()
+	buf := make([]byte, 0, 64)
+	for _, want := range []string{"first", "second, longer", "fragmented"} {
+		_, p, err := server.ReadInto(ctx, buf)
+		if err != nil || string(p) != want {
+			t.Fatalf("ReadInto = %q, %v; want %q", p, err, want)
+		}
+		if &p[0] != &buf[:1][0] {
+			t.Fatalf("ReadInto(%q) did not reuse the buffer", want)
+		}
+	}
+}

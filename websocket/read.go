@@ -45,20 +45,34 @@ type readState struct {
 // ends while Read waits, the connection is closed, since a frame may have
 // been read only in part.
 func (c *Conn) Read(ctx context.Context) (MessageType, []byte, error) {
+	return c.read(ctx, nil)
+}
+
+// ReadInto is Read with a buffer to reuse: a message sent in one frame is
+// read into buf[:0] when it fits; a larger, fragmented or compressed one may
+// need a new slice. Loops that handle one message at a time (echo, proxies,
+// decoders) save an allocation per message; the returned slice is only valid
+// until buf is reused, so pass it back in as the next buf.
+func (c *Conn) ReadInto(ctx context.Context, buf []byte) (MessageType, []byte, error) {
+	return c.read(ctx, buf[:0])
+}
+
+func (c *Conn) read(ctx context.Context, dst []byte) (MessageType, []byte, error) {
 	if err := c.acquire(ctx, c.readSema); err != nil {
 		return 0, nil, err
 	}
 	defer func() { <-c.readSema }()
 	stop := c.watchRead(ctx)
-	typ, p, err := c.readMessage()
+	typ, p, err := c.readMessage(dst)
 	if causedByContext(ctx, stop(), err) {
 		return 0, nil, c.interrupted(ctx)
 	}
 	return typ, p, err
 }
 
-// readMessage reads one whole message with readSema held.
-func (c *Conn) readMessage() (MessageType, []byte, error) {
+// readMessage reads one whole message with readSema held, into dst when
+// it is not nil.
+func (c *Conn) readMessage(dst []byte) (MessageType, []byte, error) {
 	if err := c.beginMessage(); err != nil {
 		return 0, nil, err
 	}
@@ -66,7 +80,12 @@ func (c *Conn) readMessage() (MessageType, []byte, error) {
 	limit := c.readLimit.Load()
 	// Fast path: one uncompressed frame, read straight into its slice.
 	if rd.fin && !rd.compressed {
-		p := make([]byte, rd.remaining)
+		var p []byte
+		if dst != nil && int64(cap(dst)) >= rd.remaining {
+			p = dst[:rd.remaining]
+		} else {
+			p = make([]byte, rd.remaining)
+		}
 		if rd.msgType == MessageBinary || int64(c.br.Buffered()) >= rd.remaining {
 			if _, err := io.ReadFull(c.br, p); err != nil {
 				return 0, nil, c.readFailed(noEOF(err))
@@ -102,7 +121,7 @@ func (c *Conn) readMessage() (MessageType, []byte, error) {
 		rd.inMessage = false
 		return rd.msgType, p, nil
 	}
-	var buf bytes.Buffer
+	buf := bytes.NewBuffer(dst)
 	src := io.Reader(&rd.mr)
 	if limit > 0 {
 		// Read one byte past the limit so an oversized message is noticed

@@ -113,8 +113,10 @@ func (s *ebbServer) acceptOptions() *websocket.AcceptOptions {
 
 // serveEcho sends every message back to its sender.
 func (s *ebbServer) serveEcho(ctx context.Context, c *websocket.Conn) {
+	var buf []byte
 	for {
-		typ, msg, err := c.Read(ctx)
+		typ, msg, err := c.ReadInto(ctx, buf)
+		buf = msg
 		if err != nil {
 			s.logEnd("echo", c, err)
 			return
