@@ -460,7 +460,11 @@ func (c *Client) connect(attempt int) (conn *websocket.Conn, d Decision, ended b
 		return nil, Decision{}, true
 	}
 	d = c.dialDecision(err, resp)
-	c.emit(Event{State: StateClosed, Attempt: attempt, Code: d.Code, Reason: d.Reason, Status: d.Status, Decision: d, Err: err})
+	// A server that upgraded only to close at once (1013 from an overloaded
+	// server) makes Dial return its *CloseError: the server sent that code.
+	var ce *websocket.CloseError
+	remote := errors.As(err, &ce) && ce.Remote
+	c.emit(Event{State: StateClosed, Attempt: attempt, Code: d.Code, Reason: d.Reason, Remote: remote, Status: d.Status, Decision: d, Err: err})
 	return nil, d, false
 }
 

@@ -73,7 +73,10 @@ const mandatoryCloseWait = time.Second
 // The *http.Response of the handshake is returned whenever one was read,
 // on failure too: a refused handshake gives a *HandshakeError and the
 // response with the first KiB of its body (for example an HTTP 503 with
-// Retry-After from an overloaded server).
+// Retry-After from an overloaded server). A server that upgrades only to
+// close at once (1013 Try Again Later with a retry hint, from package shed)
+// gives the peer's *CloseError when the Close frame arrived with the 101
+// response.
 func Dial(ctx context.Context, rawURL string, opts *DialOptions) (*Conn, *http.Response, error) {
 	var o DialOptions
 	if opts != nil {
@@ -143,6 +146,9 @@ func Dial(ctx context.Context, rawURL string, opts *DialOptions) (*Conn, *http.R
 		}
 		return nil, resp, err
 	}
+	if err := conn.refusedAtOnce(ctx); err != nil {
+		return nil, resp, err
+	}
 	if missing := checkRequirements(o.Require, conn.deflateParams, conn.extensions); len(missing) > 0 {
 		merr := &MandatoryExtensionError{
 			Required: requirementNames(o.Require),
@@ -154,6 +160,27 @@ func Dial(ctx context.Context, rawURL string, opts *DialOptions) (*Conn, *http.R
 		return nil, resp, merr
 	}
 	return conn, resp, nil
+}
+
+// refusedAtOnce reports a server that upgraded only to close at once, the
+// way an overloaded server refuses with 1013 (package shed writes the 101
+// response and the Close frame together). When the Close frame came with
+// the handshake response, it is answered and returned as the peer's
+// *CloseError, so that callers (a reconnecting client flushing its queue,
+// say) never take the connection for open.
+func (c *Conn) refusedAtOnce(ctx context.Context) error {
+	if c.br.Buffered() < 2 {
+		return nil
+	}
+	if b, err := c.br.Peek(1); err != nil || opcode(b[0]&0x0F) != opClose {
+		return nil
+	}
+	_, _, err := c.Read(ctx)
+	if err == nil {
+		return nil
+	}
+	c.CloseNow()
+	return err
 }
 
 // closeMandatory ends a connection whose server did not accept a required

@@ -2,6 +2,7 @@ package websocket
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -130,4 +131,37 @@ func TestDialContextDeadline(t *testing.T) {
 		t.Fatalf("error %q does not say the deadline passed", err)
 	}
 	(<-held).Close()
+}
+
+// TestDialReportsImmediateRefusal: a server that writes the 101 response
+// and a Close frame together (as shed does for 1013) makes Dial fail with
+// the server's *CloseError instead of returning a doomed Conn.
+func TestDialReportsImmediateRefusal(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		nc, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		resp := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " +
+			AcceptKey(r.Header.Get("Sec-WebSocket-Key")) + "\r\n\r\n"
+		frame := appendFrameHeader(nil, frameHeader{fin: true, opcode: opClose, length: int64(len(closePayload(1013, "full; retry-after=2")))})
+		frame = append(frame, closePayload(1013, "full; retry-after=2")...)
+		nc.Write(append([]byte(resp), frame...))
+		// Wait for the client's answer, as shed does.
+		nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+		io.Copy(io.Discard, brw)
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, resp, err := Dial(ctx, wsURL(srv), nil)
+	var ce *CloseError
+	if c != nil || !errors.As(err, &ce) || ce.Code != 1013 || !ce.Remote || ce.Reason != "full; retry-after=2" {
+		t.Fatalf("Dial = %v, %v; want the server's 1013", c, err)
+	}
+	if resp == nil || resp.StatusCode != 101 {
+		t.Fatalf("response %v, want the 101", resp)
+	}
 }
