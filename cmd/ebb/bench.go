@@ -178,6 +178,13 @@ func (b *bench) dial(ctx context.Context, reconnect bool) (*websocket.Conn, *htt
 	defer cancel()
 	c, resp, err := websocket.Dial(dctx, b.url, b.dopts)
 	now := time.Now()
+	var ce *websocket.CloseError
+	if errors.As(err, &ce) && ce.Remote {
+		// Upgraded, then closed at once: a refusal such as 1013.
+		b.rec.opened(now, now.Sub(start))
+		b.rec.closed(now, ce.Code, "server")
+		return nil, resp, err
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, resp, ctx.Err()

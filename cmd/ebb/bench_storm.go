@@ -447,7 +447,8 @@ func (b *bench) stormClient(ctx context.Context, sc stormConfig) {
 }
 
 // decideDialError turns a failed dial into the policy's verdict: an HTTP
-// refusal by its status and Retry-After, a missing mandatory extension by
+// refusal by its status and Retry-After, a server that closed right after
+// the upgrade by its close code and hint, a missing mandatory extension by
 // 1010, anything else (refused, reset, timeout) as a lost connection
 // (1006), which retries with backoff.
 func decideDialError(pol reconnect.Policy, err error, resp *http.Response, now time.Time) reconnect.Decision {
@@ -460,6 +461,13 @@ func decideDialError(pol reconnect.Policy, err error, resp *http.Response, now t
 			h.Set("Retry-After", strconv.FormatInt(int64(math.Ceil(he.RetryAfter.Seconds())), 10))
 		}
 		d := pol.DecideHTTP(he.StatusCode, h, now)
+		d.Err = err
+		return d
+	}
+	var ce *websocket.CloseError
+	if errors.As(err, &ce) && ce.Remote {
+		// Upgraded, then refused at once (1013 with its hint).
+		d := pol.Decide(ce.Code, ce.Reason)
 		d.Err = err
 		return d
 	}

@@ -191,19 +191,22 @@ func probe(ctx context.Context, e *env, rawURL string, o *probeOptions) error {
 		rep.Accepted = strings.Join(resp.Header.Values("Sec-WebSocket-Extensions"), ", ")
 	}
 	rep.Extensions = compareExtensions(rep.Offered, rep.Accepted)
-	if err != nil {
+	var refused *websocket.CloseError
+	switch {
+	case errors.As(err, &refused) && refused.Remote:
+		// Upgraded, then closed at once: Dial reports the server's close.
+		rep.ImmediateClose = describeClose(refused)
+		rep.Verdict = immediateVerdict(rep.ImmediateClose)
+	case err != nil:
 		rep.Error = err.Error()
 		rep.Verdict = refusalVerdict(rep, err)
-	} else {
+	default:
 		rep.Subprotocol = c.Subprotocol()
 		rep.ImmediateClose = listenForClose(c, o.listen)
 		rep.Verdict, rep.OK = "handshake succeeded", true
 		if ic := rep.ImmediateClose; ic != nil {
 			rep.OK = false
-			rep.Verdict = fmt.Sprintf("upgraded, then closed at once with %d %s", ic.Code, ic.Name)
-			if ic.Hint > 0 {
-				rep.Verdict += fmt.Sprintf(": retry after %.1f s", ic.Hint)
-			}
+			rep.Verdict = immediateVerdict(ic)
 		}
 		if len(reqs) > 0 && resp != nil {
 			missing, cerr := websocket.CheckRequirements(d.Compression, reqs, resp.Header.Values("Sec-WebSocket-Extensions"))
@@ -254,12 +257,24 @@ func listenForClose(c *websocket.Conn, d time.Duration) *probeClose {
 	if err == nil || !errors.As(err, &ce) || !ce.Remote {
 		return nil
 	}
+	return describeClose(ce)
+}
+
+func describeClose(ce *websocket.CloseError) *probeClose {
 	info := closecode.Lookup(ce.Code)
 	pc := &probeClose{Code: int(ce.Code), Name: info.Name, Reason: ce.Reason, Fix: info.Fix}
 	if h, ok := closecode.ParseRetryHint(ce.Reason); ok {
 		pc.Hint = h.Seconds()
 	}
 	return pc
+}
+
+func immediateVerdict(ic *probeClose) string {
+	v := fmt.Sprintf("upgraded, then closed at once with %d %s", ic.Code, ic.Name)
+	if ic.Hint > 0 {
+		v += fmt.Sprintf(": retry after %.1f s", ic.Hint)
+	}
+	return v
 }
 
 // refusalVerdict explains a failed handshake.

@@ -127,12 +127,19 @@ func TestServeAdmission(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			defer cancel()
 			c, _, err := websocket.Dial(ctx, "ws://"+addr+"/echo", nil)
+			var refused *websocket.CloseError
+			if errors.As(err, &refused) {
+				// Upgraded and closed at once: Dial reports the refusal.
+				hint, _ := closecode.ParseRetryHint(refused.Reason)
+				results <- outcome{code: refused.Code, hint: hint}
+				return
+			}
 			if err != nil {
 				results <- outcome{err: err}
 				return
 			}
 			// An admitted client's first echo proves it is in; a refused one
-			// reads the 1013 instead.
+			// whose Close frame came later reads the 1013 instead.
 			if err := c.Write(ctx, websocket.MessageText, []byte("first")); err != nil {
 				var ce *websocket.CloseError
 				if !errors.As(c.Err(), &ce) {
