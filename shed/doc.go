@@ -26,6 +26,12 @@
 // Retry-After header before any upgrade, the cheapest answer there is (a
 // browser only sees 1006 then).
 //
+// [Shedder.Listener] moves that 503 into the server's accept loop: past
+// the hard ceiling, or past a bound on accepted connections not yet
+// admitted, it writes a pre-rendered 503 and closes the connection before
+// net/http starts a goroutine or parses anything, so a connect storm
+// costs the admitted connections little.
+//
 // # Metrics
 //
 // [Shedder.WritePrometheus] writes these metrics in the Prometheus text

@@ -236,6 +236,7 @@ func (sl *slot) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	sl.mu.Lock()
 	sl.netConn = c
 	sl.mu.Unlock()
+	markAdmitted(c) // no longer pending at a shed Listener
 	if sl.s.endInFlight(sl) {
 		sl.s.emit(Event{State: StateOpen, Request: sl.r, ClientIP: sl.ip})
 	}
