@@ -54,6 +54,8 @@ var features = []string{
 	"permessage-deflate, no context takeover",
 	"permessage-deflate, max window bits 10",
 	"permessage-deflate, no takeover + window bits 9",
+	featureOverload,
+	featureDrain,
 }
 
 // record registers the outcome of the running test as one cell of the
