@@ -1,0 +1,227 @@
+// Command bench measures ebb side by side with gorilla/websocket,
+// coder/websocket, lxzan/gws and gobwas/ws: echo throughput and latency,
+// idle memory per connection, permessage-deflate, handshakes per second
+// and a connection storm. Each server runs in its own process pinned to
+// one core; one neutral hand-framed client (package wsclient) drives all
+// of them from the other core.
+//
+//	go run . --quick        # smoke run, under a minute, JSON on stdout
+//	go run . --all          # full run, writes RESULTS.md and charts/
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/ebb-ws/ebb/bench/servers"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "serve" {
+		if err := serveMain(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "bench serve:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `usage: bench (--quick | --all) [flags]
+
+Examples:
+  go run . --quick                       # < 1 min smoke run, JSON on stdout
+  go run . --all                         # full run (< 15 min), writes RESULTS.md and charts/
+  go run . --all --only throughput,idle  # some measures only
+  go run . --profile ebb --profile-case 16384x100   # CPU profile of one server under load
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	quick := fs.Bool("quick", false, "smoke run: small counts, one repetition, JSON on stdout")
+	all := fs.Bool("all", false, "full run: every measure, repeated, RESULTS.md and charts")
+	reps := fs.Int("reps", 0, "repetitions per measure (default 1 quick, 3 all)")
+	only := fs.String("only", "", "comma-separated measures: throughput,latency,idle,deflate,handshakes,storm")
+	libs := fs.String("libs", strings.Join(servers.Names, ","), "libraries to run")
+	out := fs.String("out", ".", "directory for RESULTS.md, results.json and charts/")
+	profLib := fs.String("profile", "", "profile this library's server under echo load instead of benchmarking")
+	profCase := fs.String("profile-case", "16384x100", "size x conns for --profile")
+	profKind := fs.String("profile-kind", "cpu", "cpu or heap (heap: idle connections)")
+	profComp := fs.String("profile-compression", "", "for --profile: notakeover or takeover (JSON messages; size in --profile-case is ignored)")
+	render := fs.String("render", "", "only rewrite RESULTS.md and charts/ from this results.json (no measuring)")
+	latRate := fs.Float64("lat-rate", 0, "total messages per second for the latency measure (default 5000)")
+	noPin := fs.Bool("no-pin", false, "do not pin the server and the client to separate cores")
+	stormHard := fs.Int("storm-hard-demand", 0, "storm: shed's HardDemand for ebb (0: off)")
+	stormGuard := fs.Bool("storm-guard", false, "storm: put shed's Listener in front of ebb (503 in the accept loop past the hard ceiling)")
+	stormPending := fs.Int("storm-max-pending", 0, "storm, with --storm-guard: shed Listener's MaxPending (0: off)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *render != "" {
+		return renderOnly(*render, *out)
+	}
+	if *noPin {
+		pinDisabled = true
+	}
+	pinSelf()
+	raiseNoFile()
+	if *profLib != "" {
+		return profileMain(*profLib, *profCase, *profKind, *profComp, *out)
+	}
+	if *quick == *all {
+		fs.Usage()
+		return errors.New("bench: give exactly one of --quick or --all")
+	}
+	cfg := Config{
+		Quick:        *quick,
+		Reps:         3,
+		Libs:         strings.Split(*libs, ","),
+		Sizes:        []int{16, 1 << 10, 16 << 10, 1 << 20},
+		Conns:        []int{1, 100, 1000},
+		Warm:         200 * time.Millisecond,
+		Dur:          700 * time.Millisecond,
+		LatConns:     100,
+		LatRate:      5000,
+		LatDur:       3 * time.Second,
+		IdleConns:    10000,
+		HSWorkers:    32,
+		HSDur:        2 * time.Second,
+		DeflateConns: 50,
+		DeflateMem:   300,
+		StormConns:   10000,
+		StormLimit:   1000,
+		StormCalm:    1500 * time.Millisecond,
+		Settle:       500 * time.Millisecond,
+	}
+	if *quick {
+		cfg.Reps = 1
+		cfg.Sizes = []int{16, 1 << 10, 16 << 10}
+		cfg.Conns = []int{1, 100}
+		cfg.Warm, cfg.Dur = 50*time.Millisecond, 100*time.Millisecond
+		cfg.LatConns, cfg.LatRate, cfg.LatDur = 50, 2500, 300*time.Millisecond
+		cfg.IdleConns = 300
+		cfg.HSDur = 200 * time.Millisecond
+		cfg.DeflateConns, cfg.DeflateMem = 10, 50
+		cfg.StormConns, cfg.StormLimit = 500, 200
+		cfg.StormCalm = 300 * time.Millisecond
+		cfg.Settle = 200 * time.Millisecond
+	}
+	cfg.StormHardDemand, cfg.StormGuard, cfg.StormMaxPending = *stormHard, *stormGuard, *stormPending
+	if *latRate > 0 {
+		cfg.LatRate = *latRate
+	}
+	if *reps > 0 {
+		cfg.Reps = *reps
+	}
+	measures := []struct {
+		name string
+		f    func(Config, *results) error
+	}{
+		{"throughput", measureThroughput},
+		{"latency", measureLatency},
+		{"idle", measureIdle},
+		{"deflate", measureDeflate},
+		{"handshakes", measureHandshakes},
+		{"storm", measureStorm},
+	}
+	want := map[string]bool{}
+	for _, m := range strings.Split(*only, ",") {
+		if m != "" {
+			want[m] = true
+		}
+	}
+	res := &results{}
+	start := time.Now()
+	load0 := loadAvg()
+	for _, m := range measures {
+		if len(want) > 0 && !want[m.name] {
+			continue
+		}
+		progress("== %s", m.name)
+		if err := m.f(cfg, res); err != nil {
+			return err
+		}
+	}
+	progress("done in %s", time.Since(start).Round(time.Second))
+	rep := Report{
+		Date:     time.Now().UTC().Format(time.RFC3339),
+		Command:  "go run . " + strings.Join(args, " "),
+		Machine:  machine(),
+		Config:   cfg,
+		Elapsed:  time.Since(start).Round(time.Second).String(),
+		Rows:     res.rows,
+		Versions: servers.Versions,
+		Load:     [2]string{load0, loadAvg()},
+	}
+	if *quick {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep.summary())
+	}
+	return rep.write(*out)
+}
+
+// Machine describes where the figures were measured.
+type Machine struct {
+	CPUs   int    `json:"cpus"`
+	Model  string `json:"cpu_model"`
+	Go     string `json:"go"`
+	Kernel string `json:"kernel"`
+	Pinned bool   `json:"pinned"`
+}
+
+// loadAvg returns /proc/loadavg's first three fields: the machine is shared,
+// and other work running during a measure shows up in its spread.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func machine() Machine {
+	m := Machine{CPUs: runtime.NumCPU(), Go: runtime.Version(), Pinned: pinned()}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.Model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	return m
+}
+
+// renderOnly rewrites RESULTS.md and the charts from a saved results.json.
+func renderOnly(path, dir string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var r Report
+	if err := json.Unmarshal(b, &r); err != nil {
+		return fmt.Errorf("bench: reading %s: %w", path, err)
+	}
+	return r.write(dir)
+}

@@ -1,0 +1,336 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"image/color"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+)
+
+// Report is everything one run measured.
+type Report struct {
+	Date     string            `json:"date"`
+	Command  string            `json:"command"`
+	Machine  Machine           `json:"machine"`
+	Config   Config            `json:"config"`
+	Elapsed  string            `json:"elapsed"`
+	Versions map[string]string `json:"versions"`
+	Load     [2]string         `json:"loadavg"` // at start and end of the run
+	Rows     []*Row            `json:"rows"`
+}
+
+// measureInfo says how each measure is tabulated: its metrics in order and,
+// for each, whether a higher value is better (for the reader's sake only:
+// ratios are always lib ÷ ebb).
+var measureInfo = []struct {
+	name, title, about string
+	metrics            []string
+}{
+	{"throughput", "1. Echo throughput (closed loop per connection)",
+		"Each connection sends one binary message and waits for its echo, again and again. msgs/s counts echoes received per second over the measured window (after a warm-up). server/client CPU % is CPU time over wall time of the server process and of the load client (100 % = one core); CPU µs/msg is that CPU time per echoed message, the cost of one echo independent of how busy the machine was (on a loaded VM neither side saturates its core, so msgs/s is bounded by scheduling latency as much as by the library).",
+		[]string{"msgs/s", "MB/s", "server CPU µs/msg", "server CPU %", "client CPU %", "client CPU µs/msg"}},
+	{"latency", "2. Echo latency at a fixed rate",
+		"100 connections together send 5 000 messages of 1 KiB per second on a fixed schedule; each round trip is timed from the moment the message was due (no coordinated omission), into an HDR histogram (µs).",
+		[]string{"p50 µs", "p99 µs", "p99.9 µs"}},
+	{"idle", "3. Memory per idle connection",
+		"Server memory growth per connection after opening the connections, echoing one short text message on each and letting them idle for 0.5 s (heap figures after two forced GCs, which also empty sync.Pools; RSS as the kernel reports it).",
+		[]string{"RSS KiB/conn", "heap+stack KiB/conn", "heap KiB/conn", "stack KiB/conn", "goroutines/conn"}},
+	{"deflate", "4. permessage-deflate on ~1.5 KiB JSON",
+		"Closed-loop echo of realistic JSON events (64 distinct ~1.5 KiB messages, compressed by the client with klauspost/compress at BestSpeed), then memory per connection after each idle connection has exchanged 64 compressed messages. Only libraries that support a mode appear in it.",
+		[]string{"msgs/s", "server CPU µs/msg", "RSS KiB/conn", "heap KiB/conn", "heap+stack KiB/conn", "server CPU %", "client CPU %"}},
+	{"handshakes", "5. Handshakes per second",
+		"Parallel clients each open a TCP connection, upgrade, read the 101 and drop the connection (RST), in a loop.",
+		[]string{"handshakes/s"}},
+	{"storm", "6. Connection storm",
+		"100 connections echo 1 KiB at 2 000 msgs/s in total (calm), then 10 000 clients connect at once while they keep going (storm). ebb runs behind shed with MaxConns 1 000, refusing the rest with upgrade-then-close 1013 (or 503 above shed's hard ceiling); gorilla, coder, gws and gobwas have no admission control and take every connection (no limit). 'answered all' is the time until the last storm client had its answer (101 kept open, close 1013, or 503); 'server CPU' is the CPU time the server process used over that span.",
+		[]string{"answered all s", "peak RSS MiB", "server CPU ms", "admitted", "refused 1013", "refused 503", "failed", "calm p50 µs", "calm p99 µs", "storm p50 µs", "storm p99 µs", "p99 storm/calm"}},
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func fmtNum(v float64) string {
+	a := v
+	if a < 0 {
+		a = -a
+	}
+	switch {
+	case a >= 1000:
+		return fmt.Sprintf("%.0f", v)
+	case a >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case a >= 10:
+		return fmt.Sprintf("%.1f", v)
+	}
+	return fmt.Sprintf("%.2f", v)
+}
+
+func (r *Report) libs() []string {
+	var out []string
+	for _, row := range r.Rows {
+		if !slices.Contains(out, row.Lib) {
+			out = append(out, row.Lib)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b string) int { return idx(a) - idx(b) })
+	return out
+}
+
+func idx(lib string) int {
+	for i, n := range []string{"ebb", "gorilla", "coder", "gws", "gobwas"} {
+		if n == lib {
+			return i
+		}
+	}
+	return 99
+}
+
+func (r *Report) cases(measure string) []string {
+	var out []string
+	for _, row := range r.Rows {
+		if row.Measure == measure && !slices.Contains(out, row.Case) {
+			out = append(out, row.Case)
+		}
+	}
+	return out
+}
+
+func (r *Report) row(measure, lib, cs string) *Row {
+	for _, row := range r.Rows {
+		if row.Measure == measure && row.Lib == lib && row.Case == cs {
+			return row
+		}
+	}
+	return nil
+}
+
+// value is the median of a metric, and whether it exists.
+func (r *Report) value(measure, lib, cs, metric string) (float64, bool) {
+	row := r.row(measure, lib, cs)
+	if row == nil || len(row.Metrics[metric]) == 0 {
+		return 0, false
+	}
+	return median(row.Metrics[metric]), true
+}
+
+// summary is the compact form printed by --quick: medians per metric.
+func (r *Report) summary() map[string]any {
+	out := map[string]any{"date": r.Date, "machine": r.Machine, "elapsed": r.Elapsed}
+	var rows []map[string]any
+	for _, row := range r.Rows {
+		m := map[string]float64{}
+		for k, v := range row.Metrics {
+			m[k] = median(v)
+		}
+		rows = append(rows, map[string]any{"measure": row.Measure, "lib": row.Lib, "case": row.Case, "metrics": m})
+	}
+	out["results"] = rows
+	return out
+}
+
+func (r *Report) write(dir string) error {
+	if err := os.MkdirAll(filepath.Join(dir, "charts"), 0o755); err != nil {
+		return err
+	}
+	js, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "results.json"), js, 0o644); err != nil {
+		return err
+	}
+	charts, err := r.charts(filepath.Join(dir, "charts"))
+	if err != nil {
+		return err
+	}
+	var b strings.Builder
+	r.markdown(&b, charts)
+	return os.WriteFile(filepath.Join(dir, "RESULTS.md"), []byte(b.String()), 0o644)
+}
+
+func (r *Report) markdown(b *strings.Builder, charts map[string][]string) {
+	libs := r.libs()
+	fmt.Fprintf(b, "# ebb side by side: results\n\n")
+	fmt.Fprintf(b, "Generated by `bench` (see README.md); do not edit by hand.\n\n")
+	fmt.Fprintf(b, "- date: %s (whole run took %s)\n", r.Date, r.Elapsed)
+	fmt.Fprintf(b, "- command: `cd bench && %s`\n", r.Command)
+	fmt.Fprintf(b, "- load average (1, 5, 15 min) at start: %s, at end: %s — the machine is shared, so other work adds to the spread\n", r.Load[0], r.Load[1])
+	fmt.Fprintf(b, "- machine: %d cores (%s), %s, Linux %s\n", r.Machine.CPUs, r.Machine.Model, r.Machine.Go, r.Machine.Kernel)
+	if r.Machine.Pinned {
+		fmt.Fprintf(b, "- each server in its own process pinned to core 0 (taskset, so GOMAXPROCS=1); the load client pinned to core 1 (GOMAXPROCS=1); loopback only\n")
+	} else {
+		fmt.Fprintf(b, "- not pinned (fewer than 2 cores); loopback only\n")
+	}
+	fmt.Fprintf(b, "- repetitions: %d per measure, each with a fresh server process; cells show **median** (min–max) and the ratio to ebb (lib ÷ ebb) of the median\n", r.Config.Reps)
+	fmt.Fprintf(b, "- libraries:")
+	for _, l := range libs {
+		fmt.Fprintf(b, " %s (%s);", l, r.Versions[l])
+	}
+	fmt.Fprintf(b, "\n\n")
+	for _, mi := range measureInfo {
+		cases := r.cases(mi.name)
+		if len(cases) == 0 {
+			continue
+		}
+		fmt.Fprintf(b, "## %s\n\n%s\n\n", mi.title, mi.about)
+		for _, metric := range mi.metrics {
+			if !r.hasMetric(mi.name, metric) {
+				continue
+			}
+			fmt.Fprintf(b, "**%s**\n\n| case |", metric)
+			for _, l := range libs {
+				fmt.Fprintf(b, " %s |", l)
+			}
+			fmt.Fprintf(b, "\n|---|")
+			for range libs {
+				fmt.Fprintf(b, "---:|")
+			}
+			fmt.Fprintf(b, "\n")
+			for _, cs := range cases {
+				fmt.Fprintf(b, "| %s |", cs)
+				ebb, haveEbb := r.value(mi.name, "ebb", cs, metric)
+				for _, l := range libs {
+					row := r.row(mi.name, l, cs)
+					if row == nil || len(row.Metrics[metric]) == 0 {
+						fmt.Fprintf(b, " — |")
+						continue
+					}
+					v := row.Metrics[metric]
+					med := median(v)
+					cell := "**" + fmtNum(med) + "**"
+					if len(v) > 1 {
+						cell += fmt.Sprintf(" (%s–%s)", fmtNum(slices.Min(v)), fmtNum(slices.Max(v)))
+					}
+					if l != "ebb" && haveEbb && ebb != 0 {
+						cell += fmt.Sprintf(" ×%.2f", med/ebb)
+					}
+					fmt.Fprintf(b, " %s |", cell)
+				}
+				fmt.Fprintf(b, "\n")
+			}
+			fmt.Fprintf(b, "\n")
+		}
+		for _, c := range charts[mi.name] {
+			fmt.Fprintf(b, "![%s](charts/%s)\n\n", c, c)
+		}
+	}
+}
+
+func (r *Report) hasMetric(measure, metric string) bool {
+	for _, row := range r.Rows {
+		if row.Measure == measure && len(row.Metrics[metric]) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+var libColors = map[string]color.Color{
+	"ebb":     color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff},
+	"gorilla": color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff},
+	"coder":   color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff},
+	"gws":     color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff},
+	"gobwas":  color.RGBA{R: 0x94, G: 0x67, B: 0xbd, A: 0xff},
+}
+
+// barChart draws grouped bars: one group per case, one bar per library.
+func (r *Report) barChart(dir, file, title, ylabel, measure, metric string, cases []string, ratio bool) (string, error) {
+	libs := r.libs()
+	p := plot.New()
+	p.Title.Text = title
+	p.Y.Label.Text = ylabel
+	w := vg.Points(float64(min(14, 60/max(1, len(libs)))))
+	for i, l := range libs {
+		vals := make(plotter.Values, len(cases))
+		for j, cs := range cases {
+			v, ok := r.value(measure, l, cs, metric)
+			if ok && ratio {
+				e, eok := r.value(measure, "ebb", cs, metric)
+				if !eok || e == 0 {
+					v = 0
+				} else {
+					v /= e
+				}
+			}
+			vals[j] = v
+		}
+		bars, err := plotter.NewBarChart(vals, w)
+		if err != nil {
+			return "", err
+		}
+		bars.LineStyle.Width = 0
+		bars.Color = libColors[l]
+		bars.Offset = w * vg.Length(float64(i)-float64(len(libs)-1)/2)
+		p.Add(bars)
+		p.Legend.Add(l, bars)
+	}
+	p.Legend.Top = true
+	p.NominalX(cases...)
+	width := vg.Length(max(5, 1.2*float64(len(cases)))) * vg.Inch
+	if err := p.Save(width, 4*vg.Inch, filepath.Join(dir, file)); err != nil {
+		return "", err
+	}
+	return file, nil
+}
+
+func (r *Report) charts(dir string) (map[string][]string, error) {
+	out := map[string][]string{}
+	add := func(measure, file, title, ylabel, metric string, cases []string, ratio bool) error {
+		if len(cases) == 0 {
+			return nil
+		}
+		f, err := r.barChart(dir, file, title, ylabel, measure, metric, cases, ratio)
+		if err != nil {
+			return fmt.Errorf("bench: chart %s: %w", file, err)
+		}
+		out[measure] = append(out[measure], f)
+		return nil
+	}
+	tp := r.cases("throughput")
+	for _, n := range []string{"1", "100", "1000"} {
+		var cs []string
+		for _, c := range tp {
+			if strings.HasSuffix(c, "× "+n) {
+				cs = append(cs, c)
+			}
+		}
+		if err := add("throughput", "throughput_"+n+"conns.png", "Echo throughput, "+n+" conn(s), relative to ebb", "msgs/s ÷ ebb's", "msgs/s", cs, true); err != nil {
+			return nil, err
+		}
+		if err := add("throughput", "cpu_per_msg_"+n+"conns.png", "Server CPU per echo, "+n+" conn(s), relative to ebb (lower is better)", "µs/msg ÷ ebb's", "server CPU µs/msg", cs, true); err != nil {
+			return nil, err
+		}
+	}
+	steps := []struct{ measure, file, title, ylabel, metric string }{
+		{"latency", "latency.png", "Echo latency p99 (lower is better)", "µs", "p99 µs"},
+		{"idle", "idle_memory.png", "Memory per idle connection, heap+stack (lower is better)", "KiB", "heap+stack KiB/conn"},
+		{"idle", "idle_rss.png", "RSS per idle connection (lower is better)", "KiB", "RSS KiB/conn"},
+		{"deflate", "deflate_memory.png", "permessage-deflate: heap+stack per connection (lower is better)", "KiB", "heap+stack KiB/conn"},
+		{"deflate", "deflate_throughput.png", "permessage-deflate: echo throughput", "msgs/s", "msgs/s"},
+		{"handshakes", "handshakes.png", "Handshakes per second", "handshakes/s", "handshakes/s"},
+		{"storm", "storm_p99.png", "Admitted clients' p99 during the storm ÷ calm (lower is better)", "ratio", "p99 storm/calm"},
+		{"storm", "storm_rss.png", "Peak RSS during the storm", "MiB", "peak RSS MiB"},
+	}
+	for _, s := range steps {
+		if err := add(s.measure, s.file, s.title, s.ylabel, s.metric, r.cases(s.measure), false); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
