@@ -12,10 +12,9 @@ import (
 // newEbb serves with ebb the way its docs recommend for servers holding
 // many connections: websocket.Handler, which upgrades and runs the echo
 // loop in a goroutine of its own so the net/http handler returns and its
-// per-request state is freed. With a Limit, the handler is wrapped in
-// shed's Middleware, which holds an admission slot for as long as the
-// handler runs; as shed's docs require, the upgrade then goes through
-// shed.Accept and the loop stays in the handler.
+// per-request state is freed; with a Limit, shed's Handler, the same shape
+// behind admission control (the slot is held until the loop returns). The
+// loop reuses its read buffer (ReadInto).
 func newEbb(o Options) (http.Handler, error) {
 	ao := &websocket.AcceptOptions{InsecureSkipOriginCheck: true, ReadLimit: o.ReadLimit}
 	if err := ebbCompression(ao, o); err != nil {
@@ -23,8 +22,10 @@ func newEbb(o Options) (http.Handler, error) {
 	}
 	echo := func(ctx context.Context, c *websocket.Conn) {
 		defer track()()
+		var buf []byte
 		for {
-			typ, p, err := c.Read(ctx)
+			typ, p, err := c.ReadInto(ctx, buf)
+			buf = p
 			if err != nil {
 				c.CloseNow()
 				return
@@ -42,13 +43,7 @@ func newEbb(o Options) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := s.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := shed.Accept(w, r, ao)
-		if err != nil {
-			return
-		}
-		echo(r.Context(), c)
-	}))
+	h := s.Handler(ao, echo)
 	if !o.Guard {
 		return h, nil
 	}
