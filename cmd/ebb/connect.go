@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/ebb-ws/ebb/closecode"
 	"github.com/ebb-ws/ebb/reconnect"
@@ -111,10 +112,7 @@ JSON lines too (connecting, open, closed, waiting, stopped).`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringArrayVarP(&o.headers, "header", "H", nil, `extra request header "Name: value" (repeatable)`)
-	f.StringArrayVar(&o.subprotocol, "subprotocol", nil, "subprotocol to offer, in order of preference (repeatable)")
-	f.StringVar(&o.origin, "origin", "", "Origin header to send")
-	f.BoolVar(&o.insecure, "insecure", false, "skip TLS certificate verification (testing only)")
+	o.addHandshakeFlags(f)
 	f.BoolVar(&o.compress, "compress", false, "offer permessage-deflate compression")
 	f.StringArrayVar(&o.require, "require", nil, "extension the server must accept, or close with 1010 (repeatable)")
 	f.BoolVar(&o.asJSON, "json", false, "print events as JSON lines on stdout")
@@ -126,6 +124,15 @@ JSON lines too (connecting, open, closed, waiting, stopped).`,
 	f.DurationVar(&o.base, "base", reconnect.DefaultBase, "with --reconnect: nominal delay before the first reconnect attempt")
 	f.DurationVar(&o.cap, "cap", reconnect.DefaultCap, "with --reconnect: longest nominal delay between attempts")
 	return cmd
+}
+
+// addHandshakeFlags registers the flags that shape the upgrade request,
+// shared by connect and probe.
+func (o *connectOptions) addHandshakeFlags(f *pflag.FlagSet) {
+	f.StringArrayVarP(&o.headers, "header", "H", nil, `extra request header "Name: value" (repeatable)`)
+	f.StringArrayVar(&o.subprotocol, "subprotocol", nil, "subprotocol to offer, in order of preference (repeatable)")
+	f.StringVar(&o.origin, "origin", "", "Origin header to send")
+	f.BoolVar(&o.insecure, "insecure", false, "skip TLS certificate verification (testing only)")
 }
 
 // checkURL rejects what Dial would reject later with a less direct message.

@@ -65,10 +65,7 @@ every required extension was accepted, 1 otherwise.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringArrayVarP(&o.headers, "header", "H", nil, `extra request header "Name: value" (repeatable)`)
-	f.StringArrayVar(&o.subprotocol, "subprotocol", nil, "subprotocol to offer (repeatable)")
-	f.StringVar(&o.origin, "origin", "", "Origin header to send")
-	f.BoolVar(&o.insecure, "insecure", false, "skip TLS certificate verification (testing only)")
+	o.addHandshakeFlags(f)
 	f.StringArrayVar(&o.require, "require", nil, "extension a client requires: the verdict says whether it would end in 1010 (repeatable)")
 	f.BoolVar(&o.noCompress, "no-compress", false, "do not offer permessage-deflate")
 	f.BoolVar(&o.asJSON, "json", false, "print the report as JSON")
