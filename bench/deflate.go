@@ -253,19 +253,7 @@ func deflateLoop(conns []*wsclient.Conn, msgs [][]byte, warm, d time.Duration, s
 			}
 		}()
 	}
-	sum := func() int64 {
-		var s int64
-		for i := range counts {
-			s += counts[i].n.Load()
-		}
-		return s
-	}
-	time.Sleep(warm)
-	s0, err0 := srv.Stats(false)
-	c0, n0, t0 := cpuNanos(), sum(), time.Now()
-	time.Sleep(d)
-	n1, t1, c1 := sum(), time.Now(), cpuNanos()
-	s1, err1 := srv.Stats(false)
+	w := measureWindow(counts, warm, d, srv)
 	close(stop)
 	for _, c := range conns {
 		c.NC.SetDeadline(time.Now())
@@ -274,6 +262,5 @@ func deflateLoop(conns []*wsclient.Conn, msgs [][]byte, warm, d time.Duration, s
 	if err := errors.Join(errs...); err != nil {
 		return 0, 0, 0, err
 	}
-	el := t1.Sub(t0)
-	return float64(n1-n0) / el.Seconds(), serverCPU(s0, s1, err0, err1), float64(c1-c0) / float64(el), nil
+	return w.msgsPerSec, w.serverCPU, w.clientCPU, nil
 }

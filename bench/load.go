@@ -120,6 +120,28 @@ func closedLoop(conns []*wsclient.Conn, frame []byte, size int, warm, d time.Dur
 			}
 		}()
 	}
+	w := measureWindow(counts, warm, d, srv)
+	stop.Store(true)
+	for _, c := range conns {
+		c.NC.SetDeadline(time.Now())
+	}
+	wg.Wait()
+	if p := firstErr.Load(); p != nil {
+		return 0, 0, 0, *p
+	}
+	return w.msgsPerSec, w.serverCPU, w.clientCPU, nil
+}
+
+// window is what a closed-loop run measured over its window: echoes per
+// second, and the CPU share of the server process and of this one.
+type window struct {
+	msgsPerSec, serverCPU, clientCPU float64
+}
+
+// measureWindow lets a closed-loop run warm up, then counts the echoes in
+// counts and both processes' CPU time over d. The run keeps going; the
+// caller stops it.
+func measureWindow(counts []counter, warm, d time.Duration, srv *serverProc) window {
 	sum := func() int64 {
 		var s int64
 		for i := range counts {
@@ -133,16 +155,12 @@ func closedLoop(conns []*wsclient.Conn, frame []byte, size int, warm, d time.Dur
 	time.Sleep(d)
 	n1, t1, c1 := sum(), time.Now(), cpuNanos()
 	s1, err1 := srv.Stats(false)
-	stop.Store(true)
-	for _, c := range conns {
-		c.NC.SetDeadline(time.Now())
-	}
-	wg.Wait()
-	if p := firstErr.Load(); p != nil {
-		return 0, 0, 0, *p
-	}
 	el := t1.Sub(t0)
-	return float64(n1-n0) / el.Seconds(), serverCPU(s0, s1, err0, err1), float64(c1-c0) / float64(el), nil
+	return window{
+		msgsPerSec: float64(n1-n0) / el.Seconds(),
+		serverCPU:  serverCPU(s0, s1, err0, err1),
+		clientCPU:  float64(c1-c0) / float64(el),
+	}
 }
 
 // fixedRate sends from every connection on a fixed schedule (rate messages

@@ -103,22 +103,9 @@ func (p *serverProc) Stats(gc bool) (ServerStats, error) {
 
 // Profile saves a CPU profile of the server taken over d while load runs.
 func (p *serverProc) Profile(ctx context.Context, d time.Duration, path string) error {
-	req, err := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", p.stats, int(d.Seconds())), nil)
-	if err != nil {
-		return err
-	}
-	resp, err := (&http.Client{}).Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	_, err = f.ReadFrom(resp.Body)
-	return err
+	u := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", p.stats, int(d.Seconds()))
+	// No client timeout: the server answers only after d.
+	return download(ctx, &http.Client{}, u, path)
 }
 
 // pinSelf moves every thread of this (driver) process to core 1; threads
@@ -141,7 +128,16 @@ func pinSelf() {
 
 // fetch saves the body of a GET on the stats listener to path.
 func (p *serverProc) fetch(route, path string) error {
-	resp, err := statsClient.Get("http://" + p.stats + route)
+	return download(context.Background(), statsClient, "http://"+p.stats+route, path)
+}
+
+// download saves the body of a GET of url to path.
+func download(ctx context.Context, client *http.Client, url, path string) error {
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return err
 	}
