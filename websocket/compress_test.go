@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -422,20 +420,10 @@ func TestDecodeDeflateParamsWrapsSentinel(t *testing.T) {
 // server's Conn arrives on the returned channel (closed if Accept fails).
 func deflatePair(t *testing.T, ao *AcceptOptions, do *DialOptions) (client *Conn, server <-chan *Conn, dialErr error) {
 	t.Helper()
-	conns := make(chan *Conn, 1)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := Accept(w, r, ao)
-		if err != nil {
-			t.Errorf("Accept: %v", err)
-			close(conns)
-			return
-		}
-		conns <- c
-	}))
-	t.Cleanup(srv.Close)
+	srv, conns := acceptingServer(t, ao)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	client, _, dialErr = Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), do)
+	client, _, dialErr = Dial(ctx, wsURL(srv), do)
 	if client != nil {
 		t.Cleanup(func() { client.CloseNow() })
 	}

@@ -17,28 +17,39 @@ import (
 // Everything is closed when the test ends.
 func testPair(t *testing.T, ao *AcceptOptions, do *DialOptions) (server, client *Conn) {
 	t.Helper()
-	conns := make(chan *Conn, 1)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := Accept(w, r, ao)
-		if err != nil {
-			t.Errorf("Accept: %v", err)
-			return
-		}
-		conns <- c
-	}))
-	t.Cleanup(srv.Close)
+	srv, conns := acceptingServer(t, ao)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	client, _, err := Dial(ctx, wsURL(srv), do)
 	if err != nil {
 		t.Fatalf("Dial: %v", err)
 	}
+	t.Cleanup(func() { client.CloseNow() })
 	server = <-conns
-	t.Cleanup(func() {
-		client.CloseNow()
-		server.CloseNow()
-	})
+	if server == nil {
+		t.Fatal("the server did not accept the connection")
+	}
+	t.Cleanup(func() { server.CloseNow() })
 	return server, client
+}
+
+// acceptingServer starts an httptest server whose handler upgrades every
+// request with ao and hands the server-side Conn over on the channel; a
+// failed Accept is reported and closes the channel.
+func acceptingServer(t *testing.T, ao *AcceptOptions) (*httptest.Server, <-chan *Conn) {
+	t.Helper()
+	conns := make(chan *Conn, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := Accept(w, r, ao)
+		if err != nil {
+			t.Errorf("Accept: %v", err)
+			close(conns)
+			return
+		}
+		conns <- c
+	}))
+	t.Cleanup(srv.Close)
+	return srv, conns
 }
 
 func wsURL(srv *httptest.Server) string { return "ws" + strings.TrimPrefix(srv.URL, "http") }
@@ -56,16 +67,7 @@ type rawPeer struct {
 // returns the server-side Conn through the handler.
 func rawClient(t *testing.T, ao *AcceptOptions, header string) (*rawPeer, *Conn) {
 	t.Helper()
-	conns := make(chan *Conn, 1)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := Accept(w, r, ao)
-		if err != nil {
-			t.Errorf("Accept: %v", err)
-			return
-		}
-		conns <- c
-	}))
-	t.Cleanup(srv.Close)
+	srv, conns := acceptingServer(t, ao)
 	nc, err := net.Dial("tcp", srv.Listener.Addr().String())
 	if err != nil {
 		t.Fatal(err)
