@@ -425,18 +425,12 @@ func connect(ctx context.Context, e *env, u string, opts *websocket.DialOptions,
 		defer close(printed)
 		for m := range msgs {
 			ev.message(m.typ, m.p)
-			select {
-			case activity <- struct{}{}:
-			default:
-			}
+			noteActivity(activity)
 		}
 	}()
 
-	lines := make(chan string)
-	stdinErr := make(chan error, 1)
-	stop := make(chan struct{})
-	defer close(stop)
-	go readLines(e.stdin, lines, stdinErr, stop)
+	lines, stdinErr, stopLines := startLines(e.stdin)
+	defer stopLines()
 
 	interrupted := false
 	var end error
@@ -531,6 +525,25 @@ func waitRead(readErr <-chan error) error {
 
 // readLines sends each line of r (without its line ending) to lines, then
 // nil (at EOF) or the read error to done. It stops early when stop closes.
+// noteActivity records that a message arrived (the linger timer watches it),
+// without blocking when a signal is already pending.
+func noteActivity(activity chan<- struct{}) {
+	select {
+	case activity <- struct{}{}:
+	default:
+	}
+}
+
+// startLines reads r line by line in the background (see readLines); stop
+// ends it.
+func startLines(r io.Reader) (lines <-chan string, done <-chan error, stop func()) {
+	l := make(chan string)
+	d := make(chan error, 1)
+	s := make(chan struct{})
+	go readLines(r, l, d, s)
+	return l, d, func() { close(s) }
+}
+
 func readLines(r io.Reader, lines chan<- string, done chan<- error, stop <-chan struct{}) {
 	br := bufio.NewReader(r)
 	for {
@@ -854,18 +867,12 @@ func connectReconnect(ctx context.Context, e *env, u string, dopts *websocket.Di
 				return
 			}
 			ev.message(typ, p)
-			select {
-			case activity <- struct{}{}:
-			default:
-			}
+			noteActivity(activity)
 		}
 	}()
 
-	lines := make(chan string)
-	stdinErr := make(chan error, 1)
-	stop := make(chan struct{})
-	defer close(stop)
-	go readLines(e.stdin, lines, stdinErr, stop)
+	lines, stdinErr, stopLines := startLines(e.stdin)
+	defer stopLines()
 
 	interrupted := false
 	closeWith := func(code closecode.Code, reason string) {
