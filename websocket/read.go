@@ -350,18 +350,7 @@ func (c *Conn) handleClose(p []byte) error {
 		return err
 	}
 	ce := &CloseError{Code: code, Reason: reason, Remote: true}
-	c.mu.Lock()
-	first := c.closeRecv == nil
-	c.closeRecv = ce
-	weClosed := c.closeSent != nil
-	if c.closeErr == nil {
-		c.closeErr = ce
-	}
-	c.mu.Unlock()
-	if first {
-		close(c.recvCh)
-	}
-	if !weClosed {
+	if weClosed := c.recordPeerClose(ce); !weClosed {
 		// Echo the code, as RFC 6455 §5.5.1 suggests; an empty close gets an
 		// empty answer.
 		echo := code
@@ -372,6 +361,22 @@ func (c *Conn) handleClose(p []byte) error {
 	}
 	c.finishClose()
 	return ce
+}
+
+// recordPeerClose records the peer's Close frame (the first one counts),
+// wakes whoever waits for it, and reports whether this side had already
+// sent its own Close.
+func (c *Conn) recordPeerClose(ce *CloseError) (weClosed bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closeRecv == nil {
+		c.closeRecv = ce
+		close(c.recvCh)
+	}
+	if c.closeErr == nil {
+		c.closeErr = ce
+	}
+	return c.closeSent != nil
 }
 
 // finishClose ends the TCP connection after the close handshake. The server
@@ -451,14 +456,8 @@ func (c *Conn) awaitClose(deadline time.Time) {
 		if h.masked {
 			mask(h.key, 0, p)
 		}
-		code, reason, err := parseClosePayload(p)
-		if err == nil {
-			c.mu.Lock()
-			if c.closeRecv == nil {
-				c.closeRecv = &CloseError{Code: code, Reason: reason, Remote: true}
-				close(c.recvCh)
-			}
-			c.mu.Unlock()
+		if code, reason, err := parseClosePayload(p); err == nil {
+			c.recordPeerClose(&CloseError{Code: code, Reason: reason, Remote: true})
 		}
 		if !c.server {
 			io.Copy(io.Discard, c.br)
