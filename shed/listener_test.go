@@ -144,48 +144,162 @@ func TestListenerPassesBelowCeiling(t *testing.T) {
 	waitFor(t, "no pending connections", func() bool { return ln.Pending() == 0 })
 }
 
-func TestListenerMaxPending(t *testing.T) {
-	t.Parallel()
-	// HardDemand 1: a MaxPending refusal must not count as demand, or the
-	// client after it would be refused at the ceiling.
-	s := mustNew(t, &Options{Limits: Limits{HardDemand: 1}, Jitter: -1})
-	srv, ln := guardedServer(t, s, &ListenerOptions{MaxPending: 2})
-	addr := addrOf(srv)
-
-	// Two silent connections: accepted, never a request, so pending.
-	var silent []net.Conn
-	for range 2 {
+// dialSilent opens n TCP connections to addr that never send a request,
+// so a Listener counts them as pending until they close.
+func dialSilent(t *testing.T, addr string, n int) []net.Conn {
+	t.Helper()
+	var cs []net.Conn
+	for range n {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatalf("dial: %v", err)
 		}
-		defer c.Close()
-		silent = append(silent, c)
+		t.Cleanup(func() { c.Close() })
+		cs = append(cs, c)
 	}
+	return cs
+}
+
+func TestListenerMaxPendingWaitsForAPlace(t *testing.T) {
+	t.Parallel()
+	s := mustNew(t, &Options{Jitter: -1})
+	srv, ln := guardedServer(t, s, &ListenerOptions{MaxPending: 2, PendingWait: 10 * time.Second})
+	addr := addrOf(srv)
+	silent := dialSilent(t, addr, 2)
 	waitFor(t, "two pending connections", func() bool { return ln.Pending() == 2 })
 
-	// The third is refused before net/http reads anything; the hint is
-	// RetryBase × 3/2 = 3 s.
-	wantCanned503(t, addr, ReasonInFlight, "3")
-	if got := s.Stats().Refused[Refusal{ReasonInFlight, ModeHTTP}]; got != 1 {
-		t.Errorf("Stats.Refused[in_flight,http] = %d, want 1", got)
+	// The third client waits in the listen queue: no answer while both
+	// places are taken...
+	type result struct {
+		rc   *rawClient
+		resp *http.Response
+		err  error
 	}
-
-	// Closing a silent client frees its place (net/http sees EOF and
-	// closes the server side).
+	got := make(chan result, 1)
+	go func() {
+		rc, resp, err := dialRaw(addr, nil)
+		got <- result{rc, resp, err}
+	}()
+	select {
+	case r := <-got:
+		t.Fatalf("third client answered while MaxPending connections were pending: %v, %v", r.resp, r.err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	// ...and is served as soon as one frees (net/http sees EOF and closes
+	// the server side), not refused.
 	silent[0].Close()
-	waitFor(t, "one pending connection", func() bool { return ln.Pending() == 1 })
-	rc, resp, err := dialRaw(addr, nil)
-	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("client after a place freed: %v, %v; want 101", resp, err)
+	var r result
+	select {
+	case r = <-got:
+	case <-time.After(5 * time.Second):
+		t.Fatal("third client not served 5 s after a place freed")
 	}
-	defer rc.Close()
-	if err := rc.echo("x"); err != nil {
+	if r.err != nil || r.resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("third client: %v, %v; want 101", r.resp, r.err)
+	}
+	defer r.rc.Close()
+	if err := r.rc.echo("x"); err != nil {
 		t.Fatal(err)
 	}
-	// Admitted (hijacked): pending again only the remaining silent one.
+	// Admitted (hijacked): the remaining silent one is the only pending.
 	if got := ln.Pending(); got != 1 {
 		t.Errorf("Pending() = %d after the upgrade, want 1", got)
+	}
+	if got := ln.Refused(); got != 0 {
+		t.Errorf("Listener.Refused() = %d, want 0", got)
+	}
+}
+
+func TestListenerRefusesWhenNoPlaceFrees(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		wait time.Duration
+	}{{"after PendingWait", 50 * time.Millisecond}, {"at once", -1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			// HardDemand 1: a MaxPending refusal must not count as
+			// demand, or the client after it would be refused at the
+			// ceiling.
+			s := mustNew(t, &Options{Limits: Limits{HardDemand: 1}, Jitter: -1})
+			srv, ln := guardedServer(t, s, &ListenerOptions{MaxPending: 2, PendingWait: tc.wait})
+			addr := addrOf(srv)
+			silent := dialSilent(t, addr, 2)
+			waitFor(t, "two pending connections", func() bool { return ln.Pending() == 2 })
+
+			// The stalled clients hold both places: the third is refused
+			// before net/http reads anything; the hint is RetryBase × 3/2
+			// = 3 s.
+			wantCanned503(t, addr, ReasonInFlight, "3")
+			if got := s.Stats().Refused[Refusal{ReasonInFlight, ModeHTTP}]; got != 1 {
+				t.Errorf("Stats.Refused[in_flight,http] = %d, want 1", got)
+			}
+			silent[0].Close()
+			waitFor(t, "one pending connection", func() bool { return ln.Pending() == 1 })
+			rc, resp, err := dialRaw(addr, nil)
+			if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+				t.Fatalf("client after a place freed: %v, %v; want 101", resp, err)
+			}
+			rc.Close()
+		})
+	}
+}
+
+func TestListenerRefusalLeavesPendingBeforeItsLinger(t *testing.T) {
+	t.Parallel()
+	// One place. A 1013 refusal lingers up to RefusalLinger for the
+	// client's Close; a client that never sends it must not hold the
+	// place meanwhile.
+	s := mustNew(t, &Options{Limits: Limits{MaxConns: 1}, RefusalLinger: time.Minute})
+	srv, ln := guardedServer(t, s, &ListenerOptions{MaxPending: 1, PendingWait: time.Minute})
+	addr := addrOf(srv)
+	admitted, resp, err := dialRaw(addr, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("first client: %v, %v", resp, err)
+	}
+	defer admitted.Close()
+	for i := range 2 {
+		rc, resp, err := dialRaw(addr, nil)
+		if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+			t.Fatalf("refused client %d: %v, %v (want 101 then Close 1013)", i, resp, err)
+		}
+		defer rc.Close() // never answers the Close
+		if code, _, err := rc.readClose(); err != nil || code != closecode.TryAgainLater {
+			t.Fatalf("refused client %d: close %v, %v; want 1013", i, code, err)
+		}
+		waitFor(t, "no pending connection", func() bool { return ln.Pending() == 0 })
+	}
+}
+
+func TestListenerCloseEndsAWaitForAPlace(t *testing.T) {
+	t.Parallel()
+	s := mustNew(t, nil)
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := s.Listener(inner, &ListenerOptions{MaxPending: 1, PendingWait: time.Minute})
+	addr := inner.Addr().String()
+	dialSilent(t, addr, 2)
+	first, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	done := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept() // takes the second connection, waits for a place
+		if err == nil {
+			c.Close()
+		}
+		done <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	ln.Close()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Accept still waiting for a place 5 s after Close")
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -82,6 +83,10 @@ func (s *Shedder) Middleware(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
+		// Let goroutines already waiting to run (established connections
+		// among them) go first: during a connect storm, handshakes would
+		// otherwise hand the CPU to one another ahead of them (see pace.go).
+		runtime.Gosched()
 		sl, d := s.admit(r)
 		if sl == nil {
 			s.refuse(w, r, d)
@@ -236,7 +241,7 @@ func (sl *slot) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	sl.mu.Lock()
 	sl.netConn = c
 	sl.mu.Unlock()
-	markAdmitted(c) // no longer pending at a shed Listener
+	leftPending(c) // no longer pending at a shed Listener
 	if sl.s.endInFlight(sl) {
 		sl.s.emit(Event{State: StateOpen, Request: sl.r, ClientIP: sl.ip})
 	}

@@ -108,6 +108,9 @@ func (s *Shedder) refuseClose(hj http.Hijacker, r *http.Request, code closecode.
 	if err := brw.Writer.Flush(); err != nil {
 		return true
 	}
+	// Only waiting for the client's Close now, which costs no CPU: let a
+	// shed Listener hand out the next pending place.
+	leftPending(conn)
 	if got, ok := readPeerClose(brw.Reader); ok {
 		s.stats.recordCode(got, Received)
 	}
