@@ -244,6 +244,10 @@ func startStormServer(addr string, rc *restartConfig) (*stormServer, error) {
 			DrainHint:   rc.DrainHint,
 			DrainCode:   closecode.ServiceRestart,
 		},
+		// The storm measures how hard each reconnect policy hits the
+		// server; an accept loop that paces would flatten the very peaks
+		// it compares.
+		Listener: shed.ListenerOptions{NoPacing: true},
 	}
 	if cfg.Shed.DrainWindow == 0 {
 		cfg.Shed.DrainWindow = time.Millisecond // shed's zero means its default

@@ -155,6 +155,7 @@ func (d *demo) startServer(addr string, limit int, comp *websocket.CompressionOp
 			DrainWindow: d.dur(3 * time.Second),
 			DrainHint:   d.dur(time.Second),
 		},
+		Listener:    shed.ListenerOptions{MaxPending: defaultMaxPending},
 		Compression: comp,
 	})
 	if err != nil {

@@ -30,6 +30,8 @@ type serveOptions struct {
 	drainCode      int
 	drainHint      time.Duration
 	drain503       bool
+	maxPending     int
+	noPacing       bool
 	compress       bool
 	compressLevel  int
 	noTakeover     bool
@@ -59,11 +61,18 @@ and a reason ending in "retry-after=<seconds>"; above --hard-demand (or
 --hard-pressure) it gets HTTP 503 with Retry-After instead, without an
 upgrade. Hints grow with the overload and are jittered per client.
 
+A connect storm is kept from hurting established connections in the accept
+loop (shed.Listener): at most --max-pending connections are being handled
+at a time, and during a burst new ones are taken only when established
+connections have had the CPU. Past --hard-demand the accept loop answers
+503 itself, so the dashboard and /metrics get it too.
+
 On SIGINT or SIGTERM the server stops admitting, closes every connection
 with 1012 Service Restart (or --drain-code 1001) spread over --drain-window,
 each with its own retry hint, and exits when they are gone.
 
-All limits are off unless set.`,
+Admission limits are off unless set; the accept loop's bound and pacing are
+on (--max-pending 0 and --no-pacing turn them off).`,
 		Example: `  ebb serve
   ebb serve --addr :9000 --max-conns 1000 --max-conns-per-ip 20 --rate 200 --burst 50
   ebb serve --max-conns 50 --compress --drain-window 10s --log-level debug`,
@@ -87,6 +96,8 @@ All limits are off unless set.`,
 	f.DurationVar(&o.limits.SchedLatency, "sched-latency", 0, "refuse while the p99 scheduling latency is at least this, e.g. 10ms (0: off)")
 	f.IntVar(&o.limits.HardDemand, "hard-demand", 0, "above this many connections plus recent refusals, answer HTTP 503 instead of 1013 (0: never)")
 	f.Float64Var(&o.limits.HardPressure, "hard-pressure", 0, "above this pressure ratio (>= 1), answer HTTP 503 instead of 1013 (0: never)")
+	f.IntVar(&o.maxPending, "max-pending", defaultMaxPending, "most connections between accept and admission; more wait in the listen queue (0: no bound)")
+	f.BoolVar(&o.noPacing, "no-pacing", false, "accept as fast as connections come, even while established connections wait for the CPU")
 	f.StringArrayVar(&o.trustedProxies, "trusted-proxy", nil, "network of a reverse proxy whose X-Forwarded-For is believed, e.g. 10.0.0.0/8 (repeatable)")
 	f.DurationVar(&o.retryBase, "retry-base", shed.DefaultRetryBase, "retry hint when just at capacity; hints grow with the overload")
 	f.DurationVar(&o.retryMax, "retry-max", shed.DefaultRetryMax, "largest retry hint before jitter")
@@ -141,6 +152,9 @@ func (o *serveOptions) config(e *env) (serverConfig, error) {
 		}
 		proxies = append(proxies, p)
 	}
+	if o.maxPending < 0 {
+		return serverConfig{}, usagef("serve: --max-pending %d: want 0 (no bound) or more", o.maxPending)
+	}
 	if o.shedFraction <= 0 || o.shedFraction > 1 {
 		return serverConfig{}, usagef("serve: --shed-fraction %v: want a value in (0, 1]", o.shedFraction)
 	}
@@ -157,6 +171,7 @@ func (o *serveOptions) config(e *env) (serverConfig, error) {
 			DrainHint:      o.drainHint,
 			Logger:         logger,
 		},
+		Listener:  shed.ListenerOptions{MaxPending: o.maxPending, NoPacing: o.noPacing},
 		ReadLimit: o.readLimit,
 		Origins:   o.origins,
 		Logger:    logger,
@@ -234,6 +249,7 @@ func describeLimits(cfg serverConfig) string {
 	add(l.Rate > 0, "%.4g handshakes/s (burst %d)", l.Rate, l.Burst)
 	add(l.MaxInFlight > 0, "max %d handshakes in flight", l.MaxInFlight)
 	add(l.HardDemand > 0, "HTTP 503 above demand %d", l.HardDemand)
+	add(cfg.Listener.MaxPending > 0, "max %d pending", cfg.Listener.MaxPending)
 	add(cfg.Compression != nil, "permessage-deflate on")
 	if len(parts) == 0 {
 		return "limits: none (every upgrade admitted and counted)"
