@@ -23,12 +23,16 @@ import (
 )
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "serve" {
-		if err := serveMain(os.Args[2:]); err != nil {
-			fmt.Fprintln(os.Stderr, "bench serve:", err)
-			os.Exit(1)
+	if len(os.Args) > 1 {
+		// The driver re-executes itself for the servers and the storm.
+		sub := map[string]func([]string) error{"serve": serveMain, "storm": stormMain}[os.Args[1]]
+		if sub != nil {
+			if err := sub(os.Args[2:]); err != nil {
+				fmt.Fprintf(os.Stderr, "bench %s: %v\n", os.Args[1], err)
+				os.Exit(1)
+			}
+			return
 		}
-		return
 	}
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -64,9 +68,9 @@ Flags:
 	render := fs.String("render", "", "only rewrite RESULTS.md and charts/ from this results.json (no measuring)")
 	latRate := fs.Float64("lat-rate", 0, "total messages per second for the latency measure (default 5000)")
 	noPin := fs.Bool("no-pin", false, "do not pin the server and the client to separate cores")
-	stormHard := fs.Int("storm-hard-demand", 0, "storm: shed's HardDemand for ebb (0: off)")
-	stormGuard := fs.Bool("storm-guard", false, "storm: put shed's Listener in front of ebb (503 in the accept loop past the hard ceiling)")
-	stormPending := fs.Int("storm-max-pending", 0, "storm, with --storm-guard: shed Listener's MaxPending (0: off)")
+	stormHard := fs.Int("storm-hard-demand", -1, "storm: shed's HardDemand for ebb (0: off; default 2 × the limit)")
+	stormGuard := fs.Bool("storm-guard", true, "storm: put shed's Listener in front of ebb (pacing, MaxPending, 503 in the accept loop past the hard ceiling)")
+	stormPending := fs.Int("storm-max-pending", 16, "storm, with --storm-guard: shed Listener's MaxPending (0: no bound); ebb serve's default on the server's one core")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -120,6 +124,9 @@ Flags:
 		cfg.Settle = 200 * time.Millisecond
 	}
 	cfg.StormHardDemand, cfg.StormGuard, cfg.StormMaxPending = *stormHard, *stormGuard, *stormPending
+	if cfg.StormHardDemand < 0 {
+		cfg.StormHardDemand = 2 * cfg.StormLimit
+	}
 	if *latRate > 0 {
 		cfg.LatRate = *latRate
 	}

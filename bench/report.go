@@ -49,7 +49,7 @@ var measureInfo = []struct {
 		"Parallel clients each open a TCP connection, upgrade, read the 101 and drop the connection (RST), in a loop.",
 		[]string{"handshakes/s"}},
 	{"storm", "6. Connection storm",
-		"100 connections echo 1 KiB at 2 000 msgs/s in total (calm), then 10 000 clients connect at once while they keep going (storm). ebb runs behind shed with MaxConns 1 000, refusing the rest with upgrade-then-close 1013 (or 503 above shed's hard ceiling); gorilla, coder, gws and gobwas have no admission control and take every connection (no limit). 'answered all' is the time until the last storm client had its answer (101 kept open, close 1013, or 503); 'server CPU' is the CPU time the server process used over that span.",
+		"100 connections echo 1 KiB at 2 000 msgs/s in total (calm), then 10 000 clients connect at once from another process while they keep going (storm). ebb runs as ebb serve would (the case name gives the settings): behind shed with MaxConns 1 000, refusing with upgrade-then-close 1013 up to HardDemand and with the accept loop's 503 past it, shed.Listener bounding pending handshakes and pacing the accept loop; gorilla, coder, gws and gobwas have no admission control and take every connection (no limit). 'answered all' is the time until the last storm client had its answer (101 kept open, close 1013, or 503); 'server CPU' is the CPU time the server process used over that span.",
 		[]string{"answered all s", "peak RSS MiB", "server CPU ms", "admitted", "refused 1013", "refused 503", "failed", "calm p50 µs", "calm p99 µs", "storm p50 µs", "storm p99 µs", "p99 storm/calm"}},
 }
 

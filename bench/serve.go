@@ -90,6 +90,7 @@ func serveMain(args []string) error {
 	smux.HandleFunc("/debug/pprof/", pprof.Index)
 	smux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	smux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	smux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	go http.Serve(sln, smux)
 	fmt.Printf("LISTEN %s %s\n", ln.Addr(), sln.Addr())
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}

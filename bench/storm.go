@@ -1,0 +1,314 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ebb-ws/ebb/bench/wsclient"
+)
+
+// measureStorm: many simultaneous connects against a server limited to
+// StormLimit (ebb through shed; the peers have no admission control and
+// take everything), while calm clients already connected keep echoing at a
+// fixed rate.
+//
+// The storm runs in a process of its own (`bench storm`). In the driver's
+// process its thousands of dialing goroutines would share one Go scheduler
+// with the calm clients, and their echo latency would measure the
+// client's run queue rather than the server. As a separate process on the
+// same core, niced to 19, the storm competes with the calm clients only
+// through the kernel's scheduler, which runs the waking, mostly idle calm
+// clients first: on a real network the storm's clients are other machines.
+// (The kernel's own network work for the storm still shares that core.)
+//
+// With EBB_STORM_TRACE=file set, the server's execution trace over the
+// storm is saved there (go tool trace) — how the scheduler's delays of
+// admitted connections were found.
+func measureStorm(cfg Config, res *results) error {
+	const size = 1 << 10
+	frame := wsclient.Frame(wsclient.OpBinary, false, payload(size))
+	const calmConns, rate = 100, 2000.0
+	for rep := range cfg.Reps {
+		for _, lib := range cfg.Libs {
+			var args []string
+			if lib == "ebb" {
+				args = []string{"--limit", fmt.Sprint(cfg.StormLimit),
+					"--hard-demand", fmt.Sprint(cfg.StormHardDemand), "--max-pending", fmt.Sprint(cfg.StormMaxPending)}
+				if cfg.StormGuard {
+					args = append(args, "--guard")
+				}
+			}
+			err := withServer(lib, func(p *serverProc) error {
+				conns, err := dialMany(context.Background(), p.ws, calmConns, 64, 16<<10, "")
+				if err != nil {
+					return err
+				}
+				defer closeAll(conns)
+				if err := echoOnce(conns, frame, size); err != nil {
+					return err
+				}
+				stop := make(chan struct{})
+				time.AfterFunc(cfg.StormCalm, func() { close(stop) })
+				calm, err := fixedRate(conns, frame, size, rate, stop)
+				if err != nil {
+					return fmt.Errorf("calm phase: %w", err)
+				}
+
+				stop = make(chan struct{})
+				type latRes struct {
+					p50, p99 float64
+					err      error
+				}
+				latCh := make(chan latRes, 1)
+				go func() {
+					h, err := fixedRate(conns, frame, size, rate, stop)
+					latCh <- latRes{float64(h.ValueAtQuantile(50)), float64(h.ValueAtQuantile(99)), err}
+				}()
+				time.Sleep(200 * time.Millisecond)
+				before, err := p.Stats(false)
+				if err != nil {
+					return err
+				}
+				if tr := os.Getenv("EBB_STORM_TRACE"); tr != "" {
+					go p.fetch("/debug/pprof/trace?seconds=3", tr)
+					time.Sleep(100 * time.Millisecond)
+				}
+				sp, err := startStorm(p.ws, cfg.StormConns)
+				if err != nil {
+					close(stop)
+					<-latCh
+					return err
+				}
+				defer sp.stop()
+				sum, err := sp.wait()
+				if err != nil {
+					close(stop)
+					<-latCh
+					return err
+				}
+				after, err := p.Stats(false)
+				if err != nil {
+					return err
+				}
+				time.Sleep(200 * time.Millisecond)
+				close(stop)
+				lr := <-latCh
+				if lr.err != nil {
+					return fmt.Errorf("admitted clients during the storm: %w", lr.err)
+				}
+				st, err := p.Stats(false)
+				if err != nil {
+					return err
+				}
+				counts := sum.Counts
+				m := map[string]float64{
+					"answered all s": time.Duration(sum.LastNs).Seconds(),
+					"peak RSS MiB":   float64(st.HWMKiB) / 1024,
+					"admitted":       float64(counts["admitted"]),
+					"refused 1013":   float64(counts["1013"]),
+					"refused 503":    float64(counts["503"]),
+					"failed":         float64(counts["error"]),
+					"calm p50 µs":    float64(calm.ValueAtQuantile(50)),
+					"calm p99 µs":    float64(calm.ValueAtQuantile(99)),
+					"storm p50 µs":   lr.p50,
+					"storm p99 µs":   lr.p99,
+					"p99 storm/calm": lr.p99 / float64(calm.ValueAtQuantile(99)),
+					// CPU the server spent from the storm's start until
+					// every storm client had its answer.
+					"server CPU ms": float64(after.CPUNanos-before.CPUNanos) / 1e6,
+				}
+				res.add("storm", lib, stormCase(cfg), m)
+				progress("storm %d/%d %-7s all answered in %.2fs  peak RSS %.0f MiB  server CPU %.0f ms  admitted %d 1013 %d 503 %d failed %d  p50 calm %.0f µs → storm %.0f µs  p99 calm %.0f µs → storm %.0f µs %v",
+					rep+1, cfg.Reps, lib, m["answered all s"], m["peak RSS MiB"], m["server CPU ms"], counts["admitted"], counts["1013"], counts["503"], counts["error"],
+					m["calm p50 µs"], lr.p50, m["calm p99 µs"], lr.p99, sum.Errors)
+				return nil
+			}, args...)
+			if err != nil {
+				return fmt.Errorf("bench: storm, %s: %w", lib, err)
+			}
+		}
+	}
+	return nil
+}
+
+// stormCase names the storm case the same for every library, so the
+// report can put them side by side: ebb is limited through shed, the
+// peers (which have no admission control) are not.
+func stormCase(cfg Config) string {
+	shed := fmt.Sprintf("shed MaxConns %d", cfg.StormLimit)
+	if cfg.StormHardDemand > 0 {
+		shed += fmt.Sprintf(" HardDemand %d", cfg.StormHardDemand)
+	}
+	if cfg.StormGuard {
+		shed += " + Listener"
+		if cfg.StormMaxPending > 0 {
+			shed += fmt.Sprintf(" MaxPending %d", cfg.StormMaxPending)
+		}
+	}
+	return fmt.Sprintf("%d connects (ebb: %s; peers: no limit)", cfg.StormConns, shed)
+}
+
+// stormSummary is what `bench storm` reports on stdout, as one JSON line.
+type stormSummary struct {
+	LastNs int64          `json:"last_ns"` // when the last client had its answer
+	Counts map[string]int `json:"counts"`  // "admitted", "1013", "503", "error"
+	Errors []string       `json:"errors"`  // the first few failures
+}
+
+// stormProc is a running `bench storm` process.
+type stormProc struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	out   *bufio.Reader
+}
+
+// startStorm runs `bench storm` against addr. It inherits the driver's core.
+func startStorm(addr string, n int) (*stormProc, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command("nice", "-n", "19", exe, "storm", "--addr", addr, "--n", fmt.Sprint(n))
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	return &stormProc{cmd: cmd, stdin: stdin, out: bufio.NewReader(out)}, nil
+}
+
+// wait returns the storm's summary once every client has its answer. The
+// admitted connections stay open until stop.
+func (s *stormProc) wait() (stormSummary, error) {
+	var sum stormSummary
+	line, err := s.out.ReadBytes('\n')
+	if err != nil {
+		return sum, fmt.Errorf("bench: storm process ended without a summary: %w", err)
+	}
+	if err := json.Unmarshal(line, &sum); err != nil {
+		return sum, fmt.Errorf("bench: storm process printed %q: %w", line, err)
+	}
+	return sum, nil
+}
+
+// stop tells the storm process to close its connections and waits for it.
+func (s *stormProc) stop() {
+	s.stdin.Close()
+	done := make(chan struct{})
+	go func() { s.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		s.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// stormMain is `bench storm --addr A --n N`: it connects N clients to A at
+// once, prints a stormSummary line when every one has its answer, keeps the
+// admitted connections open until stdin closes, then closes them.
+func stormMain(args []string) error {
+	fs := flag.NewFlagSet("storm", flag.ContinueOnError)
+	addr := fs.String("addr", "", "WebSocket server host:port")
+	n := fs.Int("n", 1000, "simultaneous connects")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *addr == "" {
+		return errors.New("bench storm: --addr is required")
+	}
+	raiseNoFile()
+	outs, conns := storm(*addr, *n)
+	sum := stormSummary{Counts: map[string]int{}}
+	for _, o := range outs {
+		sum.LastNs = max(sum.LastNs, int64(o.after))
+		sum.Counts[o.kind]++
+		if o.failed != nil && len(sum.Errors) < 3 {
+			sum.Errors = append(sum.Errors, o.failed.Error())
+		}
+	}
+	if err := json.NewEncoder(os.Stdout).Encode(sum); err != nil {
+		return err
+	}
+	io.Copy(io.Discard, os.Stdin)
+	closeAll(conns)
+	return nil
+}
+
+// stormOutcome is one storm client's answer.
+type stormOutcome struct {
+	after  time.Duration
+	kind   string // "admitted", "1013", "503", "error"
+	failed error
+}
+
+// storm starts n connects at once and returns how and when each was
+// answered, plus the connections left open (to close after measuring).
+func storm(addr string, n int) ([]stormOutcome, []*wsclient.Conn) {
+	req := wsclient.Request(addr, "")
+	outs := make([]stormOutcome, n)
+	conns := make([]*wsclient.Conn, n)
+	var wg sync.WaitGroup
+	gate := make(chan struct{})
+	start := time.Now()
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-gate
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			c, err := wsclient.Dial(ctx, addr, req, 1024)
+			at := time.Since(start)
+			var he *wsclient.HandshakeError
+			switch {
+			case errors.As(err, &he) && he.Status == 503:
+				outs[i] = stormOutcome{after: at, kind: "503"}
+				return
+			case err != nil:
+				outs[i] = stormOutcome{after: at, kind: "error", failed: err}
+				return
+			}
+			conns[i] = c
+			// An upgrade-then-close refusal follows the 101 at once; a
+			// connection that stays silent was admitted.
+			c.NC.SetReadDeadline(time.Now().Add(time.Duration(500+rand.IntN(100)) * time.Millisecond))
+			_, _, _, _, err = c.ReadMessage(false, nil)
+			var ce *wsclient.CloseFrameError
+			if errors.As(err, &ce) {
+				outs[i] = stormOutcome{after: time.Since(start), kind: fmt.Sprint(ce.Code)}
+				// Answer the close and hang up, as a browser would.
+				c.Close()
+				conns[i] = nil
+				if ce.Code != 1013 {
+					outs[i].kind, outs[i].failed = "error", err
+				}
+				return
+			}
+			c.NC.SetReadDeadline(time.Time{})
+			outs[i] = stormOutcome{after: at, kind: "admitted"}
+		}()
+	}
+	close(gate)
+	wg.Wait()
+	return outs, conns
+}
