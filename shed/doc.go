@@ -26,11 +26,22 @@
 // Retry-After header before any upgrade, the cheapest answer there is (a
 // browser only sees 1006 then).
 //
-// [Shedder.Listener] moves that 503 into the server's accept loop: past
-// the hard ceiling, or past a bound on accepted connections not yet
-// admitted, it writes a pre-rendered 503 and closes the connection before
-// net/http starts a goroutine or parses anything, so a connect storm
-// costs the admitted connections little.
+// # Connect storms
+//
+// Refusing must not hurt the connections already admitted, and on a busy
+// process Go's scheduler lets new connections' goroutines run ahead of
+// established ones (pace.go explains how). [Shedder.Listener] wraps the
+// server's net.Listener to prevent that: it bounds the connections between
+// accept and admission (ListenerOptions.MaxPending; the rest wait in the
+// kernel's listen queue), paces its accept loop during a burst so that
+// established connections get the CPU first, and past the hard ceiling
+// writes a pre-rendered 503 and closes the connection before net/http
+// starts a goroutine or parses anything. Use it whenever a storm is
+// possible:
+//
+//	sh, _ := shed.New(&shed.Options{Limits: shed.Limits{MaxConns: 10_000, HardDemand: 20_000}})
+//	ln, _ := net.Listen("tcp", ":8080")
+//	http.Serve(sh.Listener(ln, &shed.ListenerOptions{MaxPending: 16 * runtime.GOMAXPROCS(0)}), mux)
 //
 // # Metrics
 //

@@ -26,7 +26,8 @@ const DefaultCannedWriteTimeout = 5 * time.Millisecond
 const DefaultPendingWait = 250 * time.Millisecond
 
 // ListenerOptions configure Shedder.Listener. The zero value (or nil) is
-// usable: refuse at the listener only past the Shedder's hard ceiling.
+// usable: pace the accept loop during bursts and refuse there only past
+// the Shedder's hard ceiling; set MaxPending too.
 type ListenerOptions struct {
 	// MaxPending bounds the connections accepted through the listener that
 	// are not admitted WebSocket connections yet: HTTP requests being read,
@@ -38,12 +39,13 @@ type ListenerOptions struct {
 	// At the bound, Accept waits (up to PendingWait) for a place before it
 	// hands the server the next connection; the clients behind it wait in
 	// the kernel's listen queue, where they cost the process nothing. This
-	// paces a connect storm: the server's scheduler never has more than
+	// bounds a connect storm's work: the server's scheduler never has more than
 	// MaxPending handshakes queued ahead of the established connections'
 	// reads, so their latency holds, while every client still gets its
 	// answer (admitted, 1013, or 503 past the hard ceiling) in turn.
-	// A few times GOMAXPROCS is enough to keep the cores busy with
-	// handshakes; 0 means no bound.
+	// 16 × GOMAXPROCS kept the cores busy and the admitted connections'
+	// latency low in bench/'s storm (ebb serve's default); 0 means no
+	// bound, with which pacing cannot protect anything (see Listener).
 	MaxPending int
 	// PendingWait bounds how long Accept waits for a pending place. When
 	// it runs out (the pending connections are slow, e.g. clients that
