@@ -129,7 +129,12 @@ func TestShedInFrontOfOtherLibraries(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			srv := httptest.NewServer(sh.Middleware(lib.handler)) // the one line
+			srv := httptest.NewUnstartedServer(sh.Middleware(lib.handler)) // the one line
+			// The accept loop's guard works for any library too. With one
+			// pending place, every client after the first would wait and
+			// get a 503 unless the library's hijack freed the place.
+			srv.Listener = sh.Listener(srv.Listener, &shed.ListenerOptions{MaxPending: 1, PendingWait: -1})
+			srv.Start()
 			defer srv.Close()
 			url := "ws" + strings.TrimPrefix(srv.URL, "http")
 			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
