@@ -107,7 +107,7 @@ Flags:
 		DeflateMem:   300,
 		StormConns:   10000,
 		StormLimit:   1000,
-		StormCalm:    1500 * time.Millisecond,
+		StormCalm:    3 * time.Second,
 		Settle:       500 * time.Millisecond,
 	}
 	if *quick {

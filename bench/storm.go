@@ -32,114 +32,143 @@ import (
 // clients first: on a real network the storm's clients are other machines.
 // (The kernel's own network work for the storm still shares that core.)
 //
+// Each repetition ends with a control run (see stormOnce) that shows how
+// much of the storm's effect is the machine's.
+//
 // With EBB_STORM_TRACE=file set, the server's execution trace over the
 // storm is saved there (go tool trace) — how the scheduler's delays of
 // admitted connections were found.
 func measureStorm(cfg Config, res *results) error {
-	const size = 1 << 10
-	frame := wsclient.Frame(wsclient.OpBinary, false, payload(size))
-	const calmConns, rate = 100, 2000.0
 	for rep := range cfg.Reps {
 		for _, lib := range cfg.Libs {
-			var args []string
-			if lib == "ebb" {
-				args = []string{"--limit", fmt.Sprint(cfg.StormLimit),
-					"--hard-demand", fmt.Sprint(cfg.StormHardDemand), "--max-pending", fmt.Sprint(cfg.StormMaxPending)}
-				if cfg.StormGuard {
-					args = append(args, "--guard")
-				}
-			}
-			err := withServer(lib, func(p *serverProc) error {
-				conns, err := dialMany(context.Background(), p.ws, calmConns, 64, 16<<10, "")
-				if err != nil {
-					return err
-				}
-				defer closeAll(conns)
-				if err := echoOnce(conns, frame, size); err != nil {
-					return err
-				}
-				stop := make(chan struct{})
-				time.AfterFunc(cfg.StormCalm, func() { close(stop) })
-				calm, err := fixedRate(conns, frame, size, rate, stop)
-				if err != nil {
-					return fmt.Errorf("calm phase: %w", err)
-				}
-
-				stop = make(chan struct{})
-				type latRes struct {
-					p50, p99 float64
-					err      error
-				}
-				latCh := make(chan latRes, 1)
-				go func() {
-					h, err := fixedRate(conns, frame, size, rate, stop)
-					latCh <- latRes{float64(h.ValueAtQuantile(50)), float64(h.ValueAtQuantile(99)), err}
-				}()
-				time.Sleep(200 * time.Millisecond)
-				before, err := p.Stats(false)
-				if err != nil {
-					return err
-				}
-				if tr := os.Getenv("EBB_STORM_TRACE"); tr != "" {
-					go p.fetch("/debug/pprof/trace?seconds=3", tr)
-					time.Sleep(100 * time.Millisecond)
-				}
-				sp, err := startStorm(p.ws, cfg.StormConns)
-				if err != nil {
-					close(stop)
-					<-latCh
-					return err
-				}
-				defer sp.stop()
-				sum, err := sp.wait()
-				if err != nil {
-					close(stop)
-					<-latCh
-					return err
-				}
-				after, err := p.Stats(false)
-				if err != nil {
-					return err
-				}
-				time.Sleep(200 * time.Millisecond)
-				close(stop)
-				lr := <-latCh
-				if lr.err != nil {
-					return fmt.Errorf("admitted clients during the storm: %w", lr.err)
-				}
-				st, err := p.Stats(false)
-				if err != nil {
-					return err
-				}
-				counts := sum.Counts
-				m := map[string]float64{
-					"answered all s": time.Duration(sum.LastNs).Seconds(),
-					"peak RSS MiB":   float64(st.HWMKiB) / 1024,
-					"admitted":       float64(counts["admitted"]),
-					"refused 1013":   float64(counts["1013"]),
-					"refused 503":    float64(counts["503"]),
-					"failed":         float64(counts["error"]),
-					"calm p50 µs":    float64(calm.ValueAtQuantile(50)),
-					"calm p99 µs":    float64(calm.ValueAtQuantile(99)),
-					"storm p50 µs":   lr.p50,
-					"storm p99 µs":   lr.p99,
-					"p99 storm/calm": lr.p99 / float64(calm.ValueAtQuantile(99)),
-					// CPU the server spent from the storm's start until
-					// every storm client had its answer.
-					"server CPU ms": float64(after.CPUNanos-before.CPUNanos) / 1e6,
-				}
-				res.add("storm", lib, stormCase(cfg), m)
-				progress("storm %d/%d %-7s all answered in %.2fs  peak RSS %.0f MiB  server CPU %.0f ms  admitted %d 1013 %d 503 %d failed %d  p50 calm %.0f µs → storm %.0f µs  p99 calm %.0f µs → storm %.0f µs %v",
-					rep+1, cfg.Reps, lib, m["answered all s"], m["peak RSS MiB"], m["server CPU ms"], counts["admitted"], counts["1013"], counts["503"], counts["error"],
-					m["calm p50 µs"], lr.p50, m["calm p99 µs"], lr.p99, sum.Errors)
-				return nil
-			}, args...)
-			if err != nil {
+			if err := stormOnce(cfg, res, rep, lib, false); err != nil {
 				return fmt.Errorf("bench: storm, %s: %w", lib, err)
 			}
 		}
+		if err := stormOnce(cfg, res, rep, "ebb", true); err != nil {
+			return fmt.Errorf("bench: storm control: %w", err)
+		}
 	}
 	return nil
+}
+
+// stormOnce runs one storm against lib's server and records it. With
+// control, the storm goes to a second server process on the same core
+// instead, and the measured server serves only the calm clients: what the
+// calm clients' latency does then is the machine's share (the storm's
+// clients and the kernel's network work sharing the cores), the floor no
+// server can go below here.
+func stormOnce(cfg Config, res *results, rep int, lib string, control bool) error {
+	const size = 1 << 10
+	frame := wsclient.Frame(wsclient.OpBinary, false, payload(size))
+	const calmConns, rate = 100, 2000.0
+	var args []string
+	if lib == "ebb" {
+		args = []string{"--limit", fmt.Sprint(cfg.StormLimit),
+			"--hard-demand", fmt.Sprint(cfg.StormHardDemand), "--max-pending", fmt.Sprint(cfg.StormMaxPending)}
+		if cfg.StormGuard {
+			args = append(args, "--guard")
+		}
+	}
+	return withServer(lib, func(p *serverProc) error {
+		conns, err := dialMany(context.Background(), p.ws, calmConns, 64, 16<<10, "")
+		if err != nil {
+			return err
+		}
+		defer closeAll(conns)
+		if err := echoOnce(conns, frame, size); err != nil {
+			return err
+		}
+		target := p
+		if control {
+			if target, err = startServer(lib, args...); err != nil {
+				return err
+			}
+			defer target.stop()
+		}
+		stop := make(chan struct{})
+		time.AfterFunc(cfg.StormCalm, func() { close(stop) })
+		calm, err := fixedRate(conns, frame, size, rate, stop)
+		if err != nil {
+			return fmt.Errorf("calm phase: %w", err)
+		}
+
+		stop = make(chan struct{})
+		type latRes struct {
+			p50, p99 float64
+			err      error
+		}
+		latCh := make(chan latRes, 1)
+		go func() {
+			h, err := fixedRate(conns, frame, size, rate, stop)
+			latCh <- latRes{float64(h.ValueAtQuantile(50)), float64(h.ValueAtQuantile(99)), err}
+		}()
+		endLatency := func() latRes {
+			close(stop)
+			return <-latCh
+		}
+		time.Sleep(200 * time.Millisecond)
+		before, err := target.Stats(false)
+		if err != nil {
+			endLatency()
+			return err
+		}
+		if tr := os.Getenv("EBB_STORM_TRACE"); tr != "" && !control {
+			go p.fetch("/debug/pprof/trace?seconds=3", tr)
+			time.Sleep(100 * time.Millisecond)
+		}
+		sp, err := startStorm(target.ws, cfg.StormConns)
+		if err != nil {
+			endLatency()
+			return err
+		}
+		defer sp.stop()
+		sum, err := sp.wait()
+		if err != nil {
+			endLatency()
+			return err
+		}
+		after, err := target.Stats(false)
+		if err != nil {
+			endLatency()
+			return err
+		}
+		time.Sleep(200 * time.Millisecond)
+		lr := endLatency()
+		if lr.err != nil {
+			return fmt.Errorf("admitted clients during the storm: %w", lr.err)
+		}
+		st, err := target.Stats(false)
+		if err != nil {
+			return err
+		}
+		counts := sum.Counts
+		m := map[string]float64{
+			"answered all s": time.Duration(sum.LastNs).Seconds(),
+			"peak RSS MiB":   float64(st.HWMKiB) / 1024,
+			"admitted":       float64(counts["admitted"]),
+			"refused 1013":   float64(counts["1013"]),
+			"refused 503":    float64(counts["503"]),
+			"failed":         float64(counts["error"]),
+			"calm p50 µs":    float64(calm.ValueAtQuantile(50)),
+			"calm p99 µs":    float64(calm.ValueAtQuantile(99)),
+			"storm p50 µs":   lr.p50,
+			"storm p99 µs":   lr.p99,
+			"p99 storm/calm": lr.p99 / float64(calm.ValueAtQuantile(99)),
+			// CPU the storm's server spent from the storm's start until
+			// every storm client had its answer.
+			"server CPU ms": float64(after.CPUNanos-before.CPUNanos) / 1e6,
+		}
+		name, label := stormCase(cfg), lib
+		if control {
+			name, label = stormControlCase(cfg), "control"
+		}
+		res.add("storm", lib, name, m)
+		progress("storm %d/%d %-7s all answered in %.2fs  peak RSS %.0f MiB  server CPU %.0f ms  admitted %d 1013 %d 503 %d failed %d  p50 calm %.0f µs → storm %.0f µs  p99 calm %.0f µs → storm %.0f µs %v",
+			rep+1, cfg.Reps, label, m["answered all s"], m["peak RSS MiB"], m["server CPU ms"], counts["admitted"], counts["1013"], counts["503"], counts["error"],
+			m["calm p50 µs"], lr.p50, m["calm p99 µs"], lr.p99, sum.Errors)
+		return nil
+	}, args...)
 }
 
 // stormCase names the storm case the same for every library, so the
@@ -157,6 +186,11 @@ func stormCase(cfg Config) string {
 		}
 	}
 	return fmt.Sprintf("%d connects (ebb: %s; peers: no limit)", cfg.StormConns, shed)
+}
+
+// stormControlCase names the control run (see stormOnce).
+func stormControlCase(cfg Config) string {
+	return fmt.Sprintf("control: the same %d connects at a second ebb process on the same core; the measured server sees none", cfg.StormConns)
 }
 
 // stormSummary is what `bench storm` reports on stdout, as one JSON line.
