@@ -127,9 +127,10 @@ type Listener struct {
 //
 // In bench/ (10,000 simultaneous connects, MaxConns 1,000, one core), the
 // admitted clients' echo p99 went from 1.5 ms calm to 0.7 s during the
-// storm with Middleware alone, and to about 4 ms with this Listener
-// (MaxPending 16, HardDemand 2,000); the storm took longer to answer (about
-// 4.5 s instead of 2.5 s), its clients waiting in the listen queue.
+// storm with Middleware alone, and to 3.5 ms with this Listener
+// (MaxPending 16, HardDemand 2,000), as much as a storm aimed at another
+// process on the same machine costs them; the storm took longer to answer
+// (5.6 s instead of about 3), its clients waiting in the listen queue.
 //
 // Trade-offs:
 //   - A browser's WebSocket API reports a 503 only as close code 1006, with

@@ -15,14 +15,19 @@ import (
 // to one another through the local run queue, while an established
 // connection whose data arrives is found by the network poller only every
 // few milliseconds and waits at the back of the global run queue. In a
-// 10,000-connect storm on one core that wait reached 150–250 ms at p99.
+// 10,000-connect storm on one core, the admitted connections' echo p99 was
+// 0.7 s, and still 0.2 s with the handshakes in progress bounded.
 //
 // So during a burst the accept loop steps aside after every batch of
 // connections: it sleeps briefly, which lets the scheduler poll the network
 // and run whatever the established connections have to do, then waits until
 // nothing is runnable (up to paceMaxWait) before it takes the next batch.
 // New connections are handled in the time the established ones leave free;
-// the clients behind them wait in the kernel's listen queue.
+// the clients behind them wait in the kernel's listen queue. Middleware
+// adds the other half: each upgrade first yields (runtime.Gosched), which
+// puts the handshake at the back of the global run queue, behind the
+// established connections already waiting there. MaxPending keeps the
+// number of such handshakes small.
 const (
 	// paceBatchPerProc connections per GOMAXPROCS taken within paceWindow
 	// make a burst.
