@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"testing"
+	"time"
 )
 
 // benchJSON returns n different JSON messages of about 2 KiB each, the
@@ -106,6 +107,21 @@ func BenchmarkDeflateMemoryPerConn(b *testing.B) {
 							d.finishInflate()
 						}
 						states[i] = d
+					}
+					// What a connection keeps once idle: a busy takeover
+					// connection holds its compressor until keepIdle.
+					for _, d := range states {
+						d.wmu.Lock()
+						d.keepIdle = 0
+						if d.fw != nil && !d.timerArmed {
+							d.armIdleTimerLocked(0)
+						}
+						d.wmu.Unlock()
+					}
+					for _, d := range states {
+						for keptCompressor(d) {
+							time.Sleep(time.Millisecond)
+						}
 					}
 					runtime.GC()
 					runtime.GC()

@@ -7,6 +7,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/klauspost/compress/flate"
 )
@@ -15,13 +16,21 @@ import (
 // that follows the negotiated window:
 //
 //   - Compressors and decompressors come from pools and are held only while
-//     a message is written or read, in every mode.
-//   - With context takeover in a direction, the only state kept between
-//     messages is the last 2^bits bytes of plain text (history). The next
-//     message starts a pooled compressor or decompressor with that history
-//     as its dictionary. Keeping a whole compressor per connection instead
-//     would cost several hundred KiB (klauspost's encoders carry fixed-size
-//     hash tables and a 64 KiB block buffer), whatever the window.
+//     a message is written or read, with one exception below.
+//   - With context takeover in a direction, the only state an idle
+//     connection keeps is the last 2^bits bytes of plain text (history).
+//     The next message starts a pooled compressor or decompressor with that
+//     history as its dictionary. Keeping a whole compressor per connection
+//     instead would cost several hundred KiB (klauspost's encoders carry
+//     fixed-size hash tables and a 64 KiB block buffer), whatever the
+//     window.
+//   - The exception: priming a compressor with a 32 KiB history re-hashes
+//     it, which cost more than compressing a 1.5 KiB message (half of the
+//     server's CPU in bench/). So a connection sending with context
+//     takeover and a 2^15 window keeps its compressor, and simply continues
+//     the stream, while it is busy; it gives the compressor back once it has sent nothing
+//     for keepCompressorIdle. Idle connections stay small; busy ones
+//     compress at the speed of a compressor per connection.
 //   - Messages sent or received uncompressed never touch the history: only
 //     compressed messages form the deflate stream whose window both ends
 //     share, so the two windows stay equal whatever is sent in between.
@@ -77,11 +86,21 @@ type deflateState struct {
 	wBits     int  // our compression window
 	wTakeover bool // keep history between messages
 	wHist     history
-	fw        *flate.Writer // held during a message
+	fw        *flate.Writer // held during a message, and kept while busy (see keep)
 	fwPool    *sync.Pool
 	tail      tailHolder
 	mw        deflateMessageWriter
 	wErr      error // sticky: errDeflateBroken or errDeflateClosed
+	// keep is true when fw outlives its message (context takeover with a
+	// 2^15 history); inMsg marks a message in progress; lastMsg is when
+	// the last one finished; idleTimer gives fw back once the connection
+	// has been quiet for keepIdle (armed while fw is kept).
+	keep       bool
+	keepIdle   time.Duration
+	inMsg      bool
+	lastMsg    time.Time
+	idleTimer  *time.Timer
+	timerArmed bool
 
 	// Read side, guarded by rmu.
 	rmu       sync.Mutex
@@ -111,6 +130,12 @@ func newDeflateState(p *deflateParams, isServer bool, opts *CompressionOptions) 
 	if d.wTakeover && d.wLevel != flate.HuffmanOnly {
 		// Huffman-only output never refers back, so it needs no history.
 		d.wHist.max = 1 << ownBits
+		// Priming re-hashes the history: worth avoiding at 32 KiB, cheap
+		// at smaller windows (2^12 is 1/8 of the work), where klauspost's
+		// custom-window encoder also found fewer matches when continued
+		// than when primed.
+		d.keep = ownBits == maxWindowBits
+		d.keepIdle = keepCompressorIdle
 	}
 	if d.rTakeover {
 		// At least 512 bytes: zlib peers asked for a 256-byte window
@@ -141,6 +166,10 @@ func (d *deflateState) releaseWriteLocked() {
 	d.putWriter()
 	d.wHist.free()
 	d.wErr = errDeflateClosed
+	if d.idleTimer != nil {
+		d.idleTimer.Stop()
+		d.timerArmed = false
+	}
 }
 
 func (d *deflateState) releaseReadLocked() {
@@ -203,8 +232,16 @@ func (d *deflateState) startMessage(dst io.Writer) io.Writer {
 	if d.wErr != nil {
 		return &d.mw
 	}
-	d.putWriter() // an unfinished previous message (should not happen)
+	if d.inMsg {
+		d.putWriter() // an unfinished previous message (should not happen)
+	}
+	d.inMsg = true
 	d.tail = tailHolder{dst: dst}
+	if d.fw != nil {
+		// Kept from the previous message: it already holds the history
+		// and writes to &d.tail, so the stream just goes on.
+		return &d.mw
+	}
 	d.fw = d.fwPool.Get().(*flate.Writer)
 	if d.wTakeover {
 		d.fw.ResetDict(&d.tail, d.wHist.linear())
@@ -226,18 +263,67 @@ func (d *deflateState) finishMessage() error {
 	if d.wErr != nil {
 		return d.wErr
 	}
-	if d.fw == nil {
+	if d.fw == nil || !d.inMsg {
 		return errors.New("websocket: internal error: finishMessage without startMessage")
 	}
 	err := d.fw.Flush()
 	if err == nil && (d.tail.n != len(deflateTail) || d.tail.tail != deflateTail) {
 		err = fmt.Errorf("websocket: internal error: compressed message ends in % x, not a sync flush", d.tail.tail[:d.tail.n])
 	}
-	d.putWriter()
+	d.inMsg = false
+	if err != nil || !d.keep {
+		d.putWriter()
+	} else {
+		d.tail = tailHolder{} // drop the message's destination; fw keeps &d.tail
+		d.lastMsg = time.Now()
+		d.armIdleTimerLocked(d.keepIdle)
+	}
 	if err != nil && d.wTakeover {
 		d.wErr = errDeflateBroken
 	}
 	return err
+}
+
+// keepCompressorIdle is how long a connection that sends with context
+// takeover keeps its compressor after its last message.
+const keepCompressorIdle = 100 * time.Millisecond
+
+// armIdleTimerLocked makes sure the idle timer fires within after. Busy
+// connections do not reset it per message: when it fires it looks at
+// lastMsg and re-arms itself for the rest of the idle period.
+func (d *deflateState) armIdleTimerLocked(after time.Duration) {
+	if d.timerArmed {
+		return
+	}
+	d.timerArmed = true
+	if d.idleTimer == nil {
+		d.idleTimer = time.AfterFunc(after, d.releaseIdleCompressor)
+		return
+	}
+	d.idleTimer.Reset(after)
+}
+
+// releaseIdleCompressor gives a kept compressor back to the pool once the
+// connection has sent nothing for keepIdle. The history is kept
+// up to date on every write, so the next message primes a pooled
+// compressor from it as usual.
+func (d *deflateState) releaseIdleCompressor() {
+	d.wmu.Lock()
+	defer d.wmu.Unlock()
+	d.timerArmed = false
+	switch {
+	case d.closed.Load():
+		d.releaseWriteLocked() // Close found the lock taken by this callback
+	case d.fw == nil:
+	case d.inMsg: // a long message is being written: look again later
+		d.armIdleTimerLocked(d.keepIdle)
+	default:
+		if quiet := time.Since(d.lastMsg); quiet < d.keepIdle {
+			d.armIdleTimerLocked(d.keepIdle - quiet)
+			return
+		}
+		d.putWriter()
+	}
 }
 
 // abortMessage gives up on a message whose frames could not all be sent.
@@ -246,6 +332,7 @@ func (d *deflateState) finishMessage() error {
 func (d *deflateState) abortMessage() {
 	d.wmu.Lock()
 	defer d.wmu.Unlock()
+	d.inMsg = false
 	d.putWriter()
 	if d.wTakeover && d.wErr == nil {
 		d.wErr = errDeflateBroken
@@ -278,7 +365,7 @@ func (w *deflateMessageWriter) Write(p []byte) (int, error) {
 	if d.wErr != nil {
 		return 0, d.wErr
 	}
-	if d.fw == nil {
+	if d.fw == nil || !d.inMsg {
 		return 0, errors.New("websocket: internal error: write to a finished compressed message")
 	}
 	n, err := d.fw.Write(p)

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/klauspost/compress/flate"
 )
@@ -617,5 +618,114 @@ func TestDeflateReleaseWhileInUse(t *testing.T) {
 		if _, err := client.startInflate(bytes.NewReader(payload)).Read(make([]byte, 10)); !errors.Is(err, errDeflateClosed) {
 			t.Fatalf("read after release: %v", err)
 		}
+	}
+}
+
+// keptCompressor reports whether d holds a compressor between messages.
+func keptCompressor(d *deflateState) bool {
+	d.wmu.Lock()
+	defer d.wmu.Unlock()
+	return d.fw != nil
+}
+
+// waitReleased waits until d's idle timer gave its compressor back.
+func waitReleased(t *testing.T, d *deflateState) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for keptCompressor(d) {
+		if time.Now().After(deadline) {
+			t.Fatal("compressor still kept 5 s after the last message")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func TestDeflateKeepsCompressorWhileBusy(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name     string
+		p        *deflateParams
+		wantKept bool
+	}{
+		{"takeover 2^15", dparams(false, false, 15, 15), true},
+		{"takeover 2^12", dparams(false, false, 12, 12), false},
+		{"no takeover", dparams(true, true, 15, 15), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			rng := rand.New(rand.NewPCG(14, 14))
+			server, client := codecPair(tc.p, nil)
+			server.keepIdle = 30 * time.Millisecond
+			peer := &stdPeer{takeover: !tc.p.serverNoContextTakeover, window: 1 << tc.p.serverMaxWindowBits}
+			send := func(phase string, n int) {
+				for i := range n {
+					msg := jsonish(rng, 1500)
+					payload := compressMsg(t, server, msg, []int{0, 100}[i%2])
+					if got, err := inflateMsg(client, payload); err != nil || !bytes.Equal(got, msg) {
+						t.Fatalf("%s, message %d: inflated %d B, %v", phase, i, len(got), err)
+					}
+					if got, err := peer.decode(payload); err != nil || !bytes.Equal(got, msg) {
+						t.Fatalf("%s, message %d: compress/flate peer got %d B, %v", phase, i, len(got), err)
+					}
+					if kept := keptCompressor(server); kept != tc.wantKept {
+						t.Fatalf("%s, message %d: compressor kept = %v, want %v", phase, i, kept, tc.wantKept)
+					}
+				}
+			}
+			// Busy: the stream goes on in one compressor. Idle: it goes
+			// back to the pool, and the next message primes one from the
+			// history; the peer decodes both the same way.
+			send("busy", 20)
+			waitReleased(t, server)
+			send("after idle", 10)
+			waitReleased(t, server)
+		})
+	}
+}
+
+func TestDeflateKeptCompressorSurvivesALongMessage(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewPCG(15, 15))
+	server, client := codecPair(dparams(false, false, 15, 15), nil)
+	server.keepIdle = 10 * time.Millisecond
+	first := jsonish(rng, 500)
+	payload := compressMsg(t, server, first, 0) // arms the idle timer
+	if got, err := inflateMsg(client, payload); err != nil || !bytes.Equal(got, first) {
+		t.Fatalf("first message: %v", err)
+	}
+	// A message still being written when the timer fires keeps its
+	// compressor (the timer looks again later instead of spinning).
+	msg := jsonish(rng, 4000)
+	var buf bytes.Buffer
+	w := server.startMessage(&buf)
+	if _, err := w.Write(msg[:2000]); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if !keptCompressor(server) {
+		t.Fatal("compressor taken away in the middle of a message")
+	}
+	if _, err := w.Write(msg[2000:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := server.finishMessage(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := inflateMsg(client, buf.Bytes()); err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("long message: inflated %d B, %v", len(got), err)
+	}
+	waitReleased(t, server)
+}
+
+func TestDeflateReleaseDropsKeptCompressor(t *testing.T) {
+	t.Parallel()
+	d := newDeflateState(dparams(false, false, 15, 15), true, nil)
+	compressMsg(t, d, []byte("hello hello hello"), 0)
+	if !keptCompressor(d) {
+		t.Fatal("compressor not kept after a takeover message")
+	}
+	d.release()
+	if keptCompressor(d) || d.idleTimer.Stop() {
+		t.Fatal("release left the compressor kept or its idle timer armed")
 	}
 }
