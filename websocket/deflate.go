@@ -28,9 +28,11 @@ import (
 //     it, which cost more than compressing a 1.5 KiB message (half of the
 //     server's CPU in bench/). So a connection sending with context
 //     takeover and a 2^15 window keeps its compressor, and simply continues
-//     the stream, while it is busy; it gives the compressor back once it has sent nothing
-//     for keepCompressorIdle. Idle connections stay small; busy ones
-//     compress at the speed of a compressor per connection.
+//     the stream, while it is busy; it gives the compressor back once it
+//     has sent nothing for keepCompressorIdle. At most maxKeptCompressors
+//     are kept in the process, which bounds the extra memory. Idle
+//     connections stay small; busy ones compress at the speed of a
+//     compressor per connection.
 //   - Messages sent or received uncompressed never touch the history: only
 //     compressed messages form the deflate stream whose window both ends
 //     share, so the two windows stay equal whatever is sent in between.
@@ -96,6 +98,7 @@ type deflateState struct {
 	// the last one finished; idleTimer gives fw back once the connection
 	// has been quiet for keepIdle (armed while fw is kept).
 	keep       bool
+	fwCounted  bool // fw holds one of the maxKeptCompressors places
 	keepIdle   time.Duration
 	inMsg      bool
 	lastMsg    time.Time
@@ -271,7 +274,7 @@ func (d *deflateState) finishMessage() error {
 		err = fmt.Errorf("websocket: internal error: compressed message ends in % x, not a sync flush", d.tail.tail[:d.tail.n])
 	}
 	d.inMsg = false
-	if err != nil || !d.keep {
+	if err != nil || !d.keep || !d.holdBudgetLocked() {
 		d.putWriter()
 	} else {
 		d.tail = tailHolder{} // drop the message's destination; fw keeps &d.tail
@@ -287,6 +290,33 @@ func (d *deflateState) finishMessage() error {
 // keepCompressorIdle is how long a connection that sends with context
 // takeover keeps its compressor after its last message.
 const keepCompressorIdle = 100 * time.Millisecond
+
+// maxKeptCompressors bounds the compressors kept between messages in the
+// whole process. A kept compressor costs about 300 KiB (klauspost's hash
+// table and block buffers, whatever the window), so a server whose
+// thousands of connections all send every few ms would otherwise hold
+// several GiB; with the bound the extra memory stays under about 40 MiB,
+// and connections past it prime a pooled compressor per message as idle
+// ones do. The busiest connections, which gain the most, tend to hold the
+// places.
+const maxKeptCompressors = 128
+
+// keptCompressors counts the compressors kept between messages now.
+var keptCompressors atomic.Int64
+
+// holdBudgetLocked reports whether d may keep its compressor after this
+// message, taking one of the maxKeptCompressors places if it holds none.
+func (d *deflateState) holdBudgetLocked() bool {
+	if d.fwCounted {
+		return true
+	}
+	if keptCompressors.Add(1) > maxKeptCompressors {
+		keptCompressors.Add(-1)
+		return false
+	}
+	d.fwCounted = true
+	return true
+}
 
 // armIdleTimerLocked makes sure the idle timer fires within after. Busy
 // connections do not reset it per message: when it fires it looks at
@@ -350,6 +380,10 @@ func (d *deflateState) putWriter() {
 	d.fwPool.Put(d.fw)
 	d.fw = nil
 	d.tail = tailHolder{}
+	if d.fwCounted {
+		keptCompressors.Add(-1)
+		d.fwCounted = false
+	}
 }
 
 // deflateMessageWriter is the writer startMessage returns.

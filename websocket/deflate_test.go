@@ -729,3 +729,61 @@ func TestDeflateReleaseDropsKeptCompressor(t *testing.T) {
 		t.Fatal("release left the compressor kept or its idle timer armed")
 	}
 }
+
+func TestDeflateKeptCompressorsAreBounded(t *testing.T) {
+	// Not parallel: it counts the process-wide places.
+	waitFor := func(cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out; %d compressors kept", keptCompressors.Load())
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	waitFor(func() bool { return keptCompressors.Load() == 0 }) // other tests' timers
+	p := dparams(false, false, 15, 15)
+	states := make([]*deflateState, maxKeptCompressors+10)
+	t.Cleanup(func() {
+		for _, d := range states {
+			if d != nil {
+				d.release()
+			}
+		}
+	})
+	kept := 0
+	first := []byte("the same message again and again")
+	var lastFirst []byte // the last connection's first message, compressed
+	for i := range states {
+		states[i] = newDeflateState(p, true, nil)
+		states[i].keepIdle = time.Hour // busy for the whole test
+		lastFirst = compressMsg(t, states[i], first, 0)
+		if keptCompressor(states[i]) {
+			kept++
+		}
+	}
+	if kept != maxKeptCompressors || keptCompressors.Load() != maxKeptCompressors {
+		t.Fatalf("%d connections kept a compressor (counter %d), want the bound %d", kept, keptCompressors.Load(), maxKeptCompressors)
+	}
+	// Past the bound a connection still compresses correctly, priming a
+	// pooled compressor per message.
+	last := states[len(states)-1]
+	peer := newDeflateState(p, false, nil)
+	if got, err := inflateMsg(peer, lastFirst); err != nil || !bytes.Equal(got, first) {
+		t.Fatalf("first message past the bound: %q, %v", got, err)
+	}
+	for i := range 3 {
+		msg := []byte(fmt.Sprintf("message %d, message %d", i, i))
+		if got, err := inflateMsg(peer, compressMsg(t, last, msg, 0)); err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("message %d past the bound: %q, %v", i, got, err)
+		}
+	}
+	// Closing connections gives their places back.
+	for _, d := range states {
+		d.release()
+	}
+	if n := keptCompressors.Load(); n != 0 {
+		t.Fatalf("%d places still taken after every connection closed", n)
+	}
+}
