@@ -49,19 +49,27 @@ const (
 // (JSON with the same keys) several times more than per-message compression.
 // The price is history kept per connection between messages: ebb keeps
 // exactly one window of plain text per direction, 2^bits bytes (32 KiB at
-// the default 15 bits, 4 KiB at 12, 512 B at 9), plus about 256 bytes of
+// the default 15 bits, 4 KiB at 12, 512 B at 9), plus about 300 bytes of
 // bookkeeping. Compressors and decompressors themselves are pooled and held
-// only while a message is being written or read, whatever the mode.
+// only while a message is being written or read, with one exception: a
+// busy connection sending at 15 bits.
 //
-// The price of keeping only plain text is CPU: before each message the
-// pooled compressor is primed with the history, which costs about as much
-// as compressing one window of data. For ~2 KiB JSON messages that makes
-// compression with takeover about three times as expensive at 12 bits, and
-// five times at 15 bits, as without takeover (BenchmarkDeflateCompress has
-// the figures). Decompression pays only a copy of the history. A server
-// with many connections that sends small messages is usually best served
-// by ServerMaxWindowBits 12: a third of the compression CPU and an eighth
-// of the memory of 15 bits, and for such traffic no worse a ratio.
+// The price of keeping only plain text is CPU: before a message, a pooled
+// compressor is primed with the history, which costs about as much as
+// compressing one window of data. For ~2 KiB JSON messages that makes
+// compression with takeover about twice as expensive at 12 bits as without
+// takeover, and it was seven times at 15 bits. So at 15 bits a connection
+// keeps its compressor while it keeps sending, and gives it back after
+// 100 ms without a message: busy connections compress at the cost of no
+// takeover (BenchmarkDeflateCompress has the figures), idle ones keep only
+// the history. A kept compressor costs about 800 KiB, so at most 40 are
+// kept in a process at a time (about 32 MiB); connections past that prime
+// one per message. Decompression pays only a copy of the history.
+//
+// A server with many connections should pick the window by how they
+// behave: 15 bits (the default) compresses best and fastest while
+// connections are busy; ServerMaxWindowBits 12 keeps an eighth of the
+// memory per idle connection and, for small messages, no worse a ratio.
 //
 // With no context takeover in a direction, nothing is kept for it between
 // messages: a connection that is idle costs no compression memory at all.

@@ -292,14 +292,14 @@ func (d *deflateState) finishMessage() error {
 const keepCompressorIdle = 100 * time.Millisecond
 
 // maxKeptCompressors bounds the compressors kept between messages in the
-// whole process. A kept compressor costs about 300 KiB (klauspost's hash
-// table and block buffers, whatever the window), so a server whose
-// thousands of connections all send every few ms would otherwise hold
-// several GiB; with the bound the extra memory stays under about 40 MiB,
-// and connections past it prime a pooled compressor per message as idle
-// ones do. The busiest connections, which gain the most, tend to hold the
+// whole process. A kept compressor costs about 800 KiB (klauspost's hash
+// tables, block buffer and history at the default level), so a server
+// whose thousands of connections all send every few ms would otherwise
+// hold GiBs; with the bound the extra memory stays near 32 MiB, and
+// connections past it prime a pooled compressor per message as idle ones
+// do. The busiest connections, which gain the most, tend to hold the
 // places.
-const maxKeptCompressors = 128
+const maxKeptCompressors = 40
 
 // keptCompressors counts the compressors kept between messages now.
 var keptCompressors atomic.Int64
