@@ -39,10 +39,11 @@ type ListenerOptions struct {
 	// At the bound, Accept waits (up to PendingWait) for a place before it
 	// hands the server the next connection; the clients behind it wait in
 	// the kernel's listen queue, where they cost the process nothing. This
-	// bounds a connect storm's work: the server's scheduler never has more than
-	// MaxPending handshakes queued ahead of the established connections'
-	// reads, so their latency holds, while every client still gets its
-	// answer (admitted, 1013, or 503 past the hard ceiling) in turn.
+	// bounds a connect storm's work: the server's scheduler never has more
+	// than MaxPending handshakes queued ahead of the established
+	// connections' reads, so their latency holds, while every client still
+	// gets its answer (admitted, 1013, or 503 past the hard ceiling) in
+	// turn.
 	// 16 × GOMAXPROCS kept the cores busy and the admitted connections'
 	// latency low in bench/'s storm (ebb serve's default); 0 means no
 	// bound, with which pacing cannot protect anything (see Listener).
@@ -127,10 +128,10 @@ type Listener struct {
 //
 // In bench/ (10,000 simultaneous connects, MaxConns 1,000, one core), the
 // admitted clients' echo p99 went from 1.5 ms calm to 0.7 s during the
-// storm with Middleware alone, and to 3.5 ms with this Listener
-// (MaxPending 16, HardDemand 2,000), as much as a storm aimed at another
+// storm with Middleware alone, and to 3.5–3.7 ms with this Listener
+// (MaxPending 16, HardDemand 2,000), no more than a storm aimed at another
 // process on the same machine costs them; the storm took longer to answer
-// (5.6 s instead of about 3), its clients waiting in the listen queue.
+// (about 5 s instead of 3), its clients waiting in the listen queue.
 //
 // Trade-offs:
 //   - A browser's WebSocket API reports a 503 only as close code 1006, with
@@ -243,8 +244,8 @@ func (l *Listener) Close() error {
 	return l.Listener.Close()
 }
 
-// Pending returns the connections accepted and not yet admitted or closed
-// (see ListenerOptions.MaxPending).
+// Pending returns the connections accepted and not yet admitted, refused
+// with 1013, or closed (see ListenerOptions.MaxPending).
 func (l *Listener) Pending() int { return int(l.pending.Load()) }
 
 // Refused returns how many connections this listener answered with its

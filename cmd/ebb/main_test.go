@@ -51,6 +51,7 @@ func TestRootCommand(t *testing.T) {
 		{name: "unknown command", args: []string{"frobnicate"}, wantCode: exitUsage, wantStderr: []string{`unknown command "frobnicate"`, "ebb help"}},
 		{name: "unknown flag", args: []string{"--frob"}, wantCode: exitUsage, wantStderr: []string{"unknown flag: --frob", "Usage:"}},
 		{name: "help of a subcommand shows an example", args: []string{"help", "explain"}, wantCode: exitOK, wantStdout: []string{"Examples:", "ebb explain 1013"}},
+		{name: "serve with a negative pending bound", args: []string{"serve", "--addr", "127.0.0.1:0", "--max-pending", "-1"}, wantCode: exitUsage, wantStderr: []string{"--max-pending -1: want 0 (no bound) or more"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
