@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -139,9 +140,16 @@ func BenchmarkDeflateMemoryPerConn(b *testing.B) {
 // messages on one connection.
 func BenchmarkDeflateCompress(b *testing.B) {
 	msgs := benchJSON(64)
-	for _, m := range benchModes() {
+	modes := benchModes()
+	// A connection that primes a pooled compressor per message: past the
+	// bound on kept compressors, or sending only now and then.
+	modes = append(modes, benchMode{"takeover/bits=15/primed", true, 15})
+	for _, m := range modes {
 		b.Run(m.name, func(b *testing.B) {
 			d := newDeflateState(dparams(!m.takeover, !m.takeover, m.bits, m.bits), true, nil)
+			if strings.HasSuffix(m.name, "/primed") {
+				d.keep = false
+			}
 			var out bytes.Buffer
 			var raw, compressed int64
 			b.SetBytes(int64(len(msgs[0])))
