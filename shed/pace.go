@@ -36,8 +36,10 @@ const (
 	// paceSleep is the step aside; an idle process sleeps at least 1 ms
 	// (the network poller's resolution), a busy one wakes sooner.
 	paceSleep = 100 * time.Microsecond
-	// paceMaxWait bounds one pause, so a process kept busy by its
-	// established connections still accepts a batch every few ms.
+	// paceMaxWait bounds one pause, counted in paceSleep steps, so a
+	// process kept busy by its established connections still accepts a
+	// batch every few ms. (While goroutines are runnable the process is
+	// busy and each step takes about paceSleep.)
 	paceMaxWait = 2 * time.Millisecond
 )
 
