@@ -212,37 +212,51 @@ func TestConnectRequireRefused(t *testing.T) {
 	}
 }
 
+// TestConnectInterrupt: interrupted once the server got a first message
+// (by then connect is past the handshake and waiting for more input), both
+// modes close with 1001 and exit with the interrupted status.
 func TestConnectInterrupt(t *testing.T) {
 	t.Parallel()
-	// Interrupt once the server got a first message: by then connect is
-	// past the handshake and waiting for more input.
-	got := make(chan struct{})
-	u, res := wsServer(t, nil, func(ctx context.Context, r *http.Request, c *websocket.Conn) error {
-		if _, _, err := c.Read(ctx); err != nil {
-			return err
-		}
-		close(got)
-		return echoHandler(ctx, r, c)
-	})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	stdin, stdinW := io.Pipe()
-	t.Cleanup(func() { stdinW.Close() })
-	go func() {
-		if _, err := io.WriteString(stdinW, "first\n"); err != nil {
-			return
-		}
-		<-got
-		cancel()
-	}()
-	r := runCmd(t, ctx, stdin, "connect", u)
-	if r.code != exitInterrupted {
-		t.Fatalf("exit status = %d, want %d\nstderr:\n%s", r.code, exitInterrupted, r.stderr)
+	for _, tc := range []struct {
+		name       string
+		flags      []string
+		wantStderr string
+	}{
+		{"single", nil, "closed by this client with 1001 Going Away"},
+		{"reconnect", []string{"--reconnect"}, "closed 1001 Going Away (interrupted)\nstopped: closed by this client\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got := make(chan struct{})
+			u, res := wsServer(t, nil, func(ctx context.Context, r *http.Request, c *websocket.Conn) error {
+				if _, _, err := c.Read(ctx); err != nil {
+					return err
+				}
+				close(got)
+				return echoHandler(ctx, r, c)
+			})
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			stdin, stdinW := io.Pipe()
+			t.Cleanup(func() { stdinW.Close() })
+			go func() {
+				if _, err := io.WriteString(stdinW, "first\n"); err != nil {
+					return
+				}
+				<-got
+				cancel()
+			}()
+			args := append(append([]string{"connect"}, tc.flags...), u)
+			r := runCmd(t, ctx, stdin, args...)
+			if r.code != exitInterrupted {
+				t.Fatalf("exit status = %d, want %d\nstderr:\n%s", r.code, exitInterrupted, r.stderr)
+			}
+			if !strings.Contains(r.stderr, tc.wantStderr) || !strings.Contains(r.stderr, "ebb: interrupted") {
+				t.Errorf("stderr does not report the 1001 close and the interruption:\n%s", r.stderr)
+			}
+			wantCloseCode(t, handlerResult(t, res), closecode.GoingAway, "interrupted")
+		})
 	}
-	if !strings.Contains(r.stderr, "closed by this client with 1001 Going Away") || !strings.Contains(r.stderr, "ebb: interrupted") {
-		t.Errorf("stderr does not report the 1001 close and the interruption:\n%s", r.stderr)
-	}
-	wantCloseCode(t, handlerResult(t, res), closecode.GoingAway, "interrupted")
 }
 
 func TestConnectFailures(t *testing.T) {
@@ -637,37 +651,6 @@ func TestConnectReconnectFlags(t *testing.T) {
 			}
 		})
 	}
-}
-
-func TestConnectReconnectInterrupt(t *testing.T) {
-	t.Parallel()
-	got := make(chan struct{})
-	u, res := wsServer(t, nil, func(ctx context.Context, r *http.Request, c *websocket.Conn) error {
-		if _, _, err := c.Read(ctx); err != nil {
-			return err
-		}
-		close(got)
-		return echoHandler(ctx, r, c)
-	})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	stdin, stdinW := io.Pipe()
-	t.Cleanup(func() { stdinW.Close() })
-	go func() {
-		if _, err := io.WriteString(stdinW, "first\n"); err != nil {
-			return
-		}
-		<-got
-		cancel()
-	}()
-	r := runCmd(t, ctx, stdin, "connect", "--reconnect", u)
-	if r.code != exitInterrupted {
-		t.Fatalf("exit status = %d, want %d\nstderr:\n%s", r.code, exitInterrupted, r.stderr)
-	}
-	if !strings.Contains(r.stderr, "closed 1001 Going Away (interrupted)\nstopped: closed by this client\n") || !strings.Contains(r.stderr, "ebb: interrupted") {
-		t.Errorf("stderr does not report the 1001 close and the interruption:\n%s", r.stderr)
-	}
-	wantCloseCode(t, handlerResult(t, res), closecode.GoingAway, "interrupted")
 }
 
 // TestConnectReconnectRequire: a required extension the server refuses is
