@@ -72,27 +72,16 @@ func jsonMessages(n int) [][]byte {
 // connection, compressed when the connection negotiated it, and checks
 // that each echo inflates to what was sent.
 func deflateEcho(conns []*wsclient.Conn, msgs [][]byte, count int) error {
-	var wg sync.WaitGroup
-	errs := make([]error, len(conns))
-	for i, c := range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c.NC.SetDeadline(time.Now().Add(30 * time.Second))
-			defer c.NC.SetDeadline(time.Time{})
-			var buf []byte
-			for k := range count {
-				var err error
-				buf, err = deflateRoundTrip(c, msgs[(i+k)%len(msgs)], buf)
-				if err != nil {
-					errs[i] = err
-					return
-				}
+	return onEveryConn(conns, 30*time.Second, func(i int, c *wsclient.Conn) error {
+		var buf []byte
+		for k := range count {
+			var err error
+			if buf, err = deflateRoundTrip(c, msgs[(i+k)%len(msgs)], buf); err != nil {
+				return err
 			}
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+		}
+		return nil
+	})
 }
 
 func deflateRoundTrip(c *wsclient.Conn, msg, buf []byte) ([]byte, error) {

@@ -56,29 +56,34 @@ func closeAll(conns []*wsclient.Conn) {
 	}
 }
 
-// echoOnce sends frame on every connection and waits for every echo.
-func echoOnce(conns []*wsclient.Conn, frame []byte, size int) error {
+// onEveryConn runs f on every connection at once, each with an I/O
+// deadline of timeout, and joins their errors.
+func onEveryConn(conns []*wsclient.Conn, timeout time.Duration, f func(i int, c *wsclient.Conn) error) error {
 	var wg sync.WaitGroup
 	errs := make([]error, len(conns))
 	for i, c := range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c.NC.SetDeadline(time.Now().Add(20 * time.Second))
+		wg.Go(func() {
+			c.NC.SetDeadline(time.Now().Add(timeout))
 			defer c.NC.SetDeadline(time.Time{})
-			if _, err := c.NC.Write(frame); err != nil {
-				errs[i] = err
-				return
-			}
-			_, _, n, _, err := c.ReadMessage(false, nil)
-			if err == nil && n != size {
-				err = fmt.Errorf("bench: echo of %d bytes came back with %d", size, n)
-			}
-			errs[i] = err
-		}()
+			errs[i] = f(i, c)
+		})
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// echoOnce sends frame on every connection and waits for every echo.
+func echoOnce(conns []*wsclient.Conn, frame []byte, size int) error {
+	return onEveryConn(conns, 20*time.Second, func(_ int, c *wsclient.Conn) error {
+		if _, err := c.NC.Write(frame); err != nil {
+			return err
+		}
+		_, _, n, _, err := c.ReadMessage(false, nil)
+		if err == nil && n != size {
+			err = fmt.Errorf("bench: echo of %d bytes came back with %d", size, n)
+		}
+		return err
+	})
 }
 
 type counter struct {
