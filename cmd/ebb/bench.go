@@ -168,6 +168,22 @@ func newBench(e *env, o *benchOptions, rawURL string, dopts *websocket.DialOptio
 	return &bench{e: e, o: o, url: rawURL, dopts: dopts, rec: newRecorder(now, target), started: now}
 }
 
+// dialBounded is dial with at most cap(sem) dials in progress at once. It
+// returns nil if the dial failed or ctx ended while waiting its turn.
+func (b *bench) dialBounded(ctx context.Context, sem chan struct{}) *websocket.Conn {
+	select {
+	case sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil
+	}
+	defer func() { <-sem }()
+	c, _, err := b.dial(ctx, false)
+	if err != nil {
+		return nil
+	}
+	return c
+}
+
 // dial opens one connection and records the attempt and its outcome. It
 // reports the error only; a failure after ctx ended is not counted, since
 // the bench, not the server, cut it short.

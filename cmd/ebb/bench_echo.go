@@ -128,14 +128,8 @@ func runEcho(ctx context.Context, e *env, o *benchOptions, eo *echoOptions, rawU
 		b.wg.Add(1)
 		go func() {
 			defer b.wg.Done()
-			select {
-			case sem <- struct{}{}:
-			case <-runCtx.Done():
-				return
-			}
-			c, _, err := b.dial(runCtx, false)
-			<-sem
-			if err != nil {
+			c := b.dialBounded(runCtx, sem)
+			if c == nil {
 				return
 			}
 			m := newMsgStats(b.rec.start, &b.rec.liveMsgs)

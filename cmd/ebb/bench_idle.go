@@ -178,14 +178,8 @@ func runIdle(ctx context.Context, e *env, o *benchOptions, rawURL, metricsURL st
 			defer b.wg.Done()
 			up := sync.OnceFunc(func() { dialed <- struct{}{} })
 			defer up()
-			select {
-			case sem <- struct{}{}:
-			case <-runCtx.Done():
-				return
-			}
-			c, _, err := b.dial(runCtx, false)
-			<-sem
-			if err != nil {
+			c := b.dialBounded(runCtx, sem)
+			if c == nil {
 				return
 			}
 			up()
