@@ -64,11 +64,7 @@ func TestClientWriteOnBrokenConnection(t *testing.T) {
 
 func TestClientWriteBadType(t *testing.T) {
 	t.Parallel()
-	srv := newServer(t, func(n int, w http.ResponseWriter, r *http.Request) {
-		if c := accept(t, w, r); c != nil {
-			echo(c)
-		}
-	})
+	srv := echoServer(t)
 	c, err := Dial(testCtx(t), srv.url(), nil)
 	if err != nil {
 		t.Fatal(err)

@@ -152,6 +152,16 @@ func accept(t *testing.T, w http.ResponseWriter, r *http.Request) *websocket.Con
 	return c
 }
 
+// echoServer is a server that accepts every connection and echoes it.
+func echoServer(t *testing.T) *server {
+	t.Helper()
+	return newServer(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		if c := accept(t, w, r); c != nil {
+			echo(c)
+		}
+	})
+}
+
 // echo answers every message until the connection ends.
 func echo(c *websocket.Conn) {
 	defer c.CloseNow()
@@ -632,11 +642,7 @@ func TestClientReadAcrossReconnects(t *testing.T) {
 
 func TestClientOnConnectErrorRetries(t *testing.T) {
 	t.Parallel()
-	srv := newServer(t, func(n int, w http.ResponseWriter, r *http.Request) {
-		if c := accept(t, w, r); c != nil {
-			echo(c)
-		}
-	})
+	srv := echoServer(t)
 	var calls atomic.Int32
 	rec := newRecorder()
 	c, err := Dial(testCtx(t), srv.url(), &Options{
@@ -747,11 +753,7 @@ func TestClientServerGone(t *testing.T) {
 
 func TestClientMandatoryExtension(t *testing.T) {
 	t.Parallel()
-	srv := newServer(t, func(n int, w http.ResponseWriter, r *http.Request) {
-		if c := accept(t, w, r); c != nil {
-			echo(c)
-		}
-	})
+	srv := echoServer(t)
 	rec := newRecorder()
 	_, err := Dial(testCtx(t), srv.url(), &Options{
 		Policy:  fastPolicy(),
@@ -785,11 +787,7 @@ func TestNewRejectsBadURLs(t *testing.T) {
 
 func TestCloseRejectsBadCodes(t *testing.T) {
 	t.Parallel()
-	srv := newServer(t, func(n int, w http.ResponseWriter, r *http.Request) {
-		if c := accept(t, w, r); c != nil {
-			echo(c)
-		}
-	})
+	srv := echoServer(t)
 	c, err := Dial(testCtx(t), srv.url(), nil)
 	if err != nil {
 		t.Fatal(err)
