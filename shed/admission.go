@@ -181,6 +181,22 @@ type decision struct {
 	ip     netip.Addr
 }
 
+// hardLimitLocked refuses d with an HTTP 503 if the process is past a hard
+// ceiling (Limits.HardPressure on ratio, Limits.HardDemand on demand) and
+// reports whether it did. Middleware and the Listener share it.
+func (s *Shedder) hardLimitLocked(d *decision, ratio float64, why Reason, demand float64, now time.Time) bool {
+	l := &s.limits
+	switch {
+	case l.HardPressure > 0 && ratio >= l.HardPressure:
+		s.refuseLocked(d, why, ModeHTTP, ratio, now)
+	case l.HardDemand > 0 && demand >= float64(l.HardDemand):
+		s.refuseLocked(d, ReasonConns, ModeHTTP, overload(demand+1, l.MaxConns, l.HardDemand), now)
+	default:
+		return false
+	}
+	return true
+}
+
 // admit decides on one upgrade request. It returns a slot holding the
 // request's share of every limit when the request is admitted, or nil and
 // the refusal.
@@ -203,10 +219,7 @@ func (s *Shedder) admit(r *http.Request) (*slot, decision) {
 		d.reason, d.mode, d.code = ReasonDraining, s.opts.DrainMode, s.opts.DrainCode
 		d.hint = s.jitterLocked(s.opts.DrainHint)
 		return nil, d
-	case l.HardPressure > 0 && ratio >= l.HardPressure:
-		s.refuseLocked(&d, preason, ModeHTTP, ratio, now)
-	case l.HardDemand > 0 && demand >= float64(l.HardDemand):
-		s.refuseLocked(&d, ReasonConns, ModeHTTP, overload(demand+1, l.MaxConns, l.HardDemand), now)
+	case s.hardLimitLocked(&d, ratio, preason, demand, now):
 	case ratio >= 1:
 		s.refuseLocked(&d, preason, ModeClose, ratio, now)
 	case l.MaxConns > 0 && s.conns >= l.MaxConns:

@@ -264,24 +264,14 @@ func (s *Shedder) admitConn() (decision, bool) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	l := &s.limits
-	switch {
-	case s.draining && s.opts.DrainMode == ModeHTTP:
+	if s.draining && s.opts.DrainMode == ModeHTTP {
 		d.reason, d.mode, d.code = ReasonDraining, ModeHTTP, s.opts.DrainCode
 		d.hint = s.jitterLocked(s.opts.DrainHint)
 		return d, true
-	case l.HardPressure > 0:
-		if ratio, why := rd.ratio(l); ratio >= l.HardPressure {
-			s.refuseLocked(&d, why, ModeHTTP, ratio, now)
-			return d, true
-		}
 	}
+	ratio, why := rd.ratio(&s.limits)
 	demand := float64(s.conns) + s.demand.value(now, s.opts.DemandHalfLife)
-	if l.HardDemand > 0 && demand >= float64(l.HardDemand) {
-		s.refuseLocked(&d, ReasonConns, ModeHTTP, overload(demand+1, l.MaxConns, l.HardDemand), now)
-		return d, true
-	}
-	return d, false
+	return d, s.hardLimitLocked(&d, ratio, why, demand, now)
 }
 
 // pendingRefusal is the 503 for a connection that found no pending place
