@@ -17,26 +17,29 @@ import (
 	"github.com/ebb-ws/ebb/closecode"
 )
 
-// echoServer serves an ebb echo handler behind s on loopback.
-func echoServer(t testing.TB, s *Shedder) *httptest.Server {
-	t.Helper()
-	srv := httptest.NewServer(s.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := Accept(w, r, nil)
+// echoHandler accepts an ebb connection and echoes it until it ends.
+func echoHandler(w http.ResponseWriter, r *http.Request) {
+	c, err := Accept(w, r, nil)
+	if err != nil {
+		return
+	}
+	defer c.CloseNow()
+	ctx := context.Background() // the request context ends with the handler anyway
+	for {
+		typ, p, err := c.Read(ctx)
 		if err != nil {
 			return
 		}
-		defer c.CloseNow()
-		ctx := context.Background() // the request context ends with the handler anyway
-		for {
-			typ, p, err := c.Read(ctx)
-			if err != nil {
-				return
-			}
-			if err := c.Write(ctx, typ, p); err != nil {
-				return
-			}
+		if err := c.Write(ctx, typ, p); err != nil {
+			return
 		}
-	})))
+	}
+}
+
+// echoServer serves echoHandler behind s on loopback.
+func echoServer(t testing.TB, s *Shedder) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(s.Middleware(http.HandlerFunc(echoHandler)))
 	t.Cleanup(srv.Close)
 	return srv
 }

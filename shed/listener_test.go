@@ -15,27 +15,11 @@ import (
 	"github.com/ebb-ws/ebb/closecode"
 )
 
-// guardedServer serves an ebb echo handler behind s.Middleware, on a
-// listener wrapped by s.Listener.
+// guardedServer serves echoHandler behind s.Middleware, on a listener
+// wrapped by s.Listener.
 func guardedServer(t *testing.T, s *Shedder, o *ListenerOptions) (*httptest.Server, *Listener) {
 	t.Helper()
-	srv := httptest.NewUnstartedServer(s.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := Accept(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.CloseNow()
-		ctx := context.Background()
-		for {
-			typ, p, err := c.Read(ctx)
-			if err != nil {
-				return
-			}
-			if err := c.Write(ctx, typ, p); err != nil {
-				return
-			}
-		}
-	})))
+	srv := httptest.NewUnstartedServer(s.Middleware(http.HandlerFunc(echoHandler)))
 	ln := s.Listener(srv.Listener, o)
 	srv.Listener = ln
 	srv.Start()
