@@ -103,14 +103,16 @@ func stormOnce(cfg Config, res *results, rep int, lib string, control bool) erro
 			h, err := fixedRate(conns, frame, size, rate, stop)
 			latCh <- latRes{float64(h.ValueAtQuantile(50)), float64(h.ValueAtQuantile(99)), err}
 		}()
-		endLatency := func() latRes {
+		// endLatency stops the calm clients and returns their figures; on
+		// an early return the deferred call just stops them.
+		endLatency := sync.OnceValue(func() latRes {
 			close(stop)
 			return <-latCh
-		}
+		})
+		defer endLatency()
 		time.Sleep(200 * time.Millisecond)
 		before, err := target.Stats(false)
 		if err != nil {
-			endLatency()
 			return err
 		}
 		if tr := os.Getenv("EBB_STORM_TRACE"); tr != "" && !control {
@@ -119,18 +121,15 @@ func stormOnce(cfg Config, res *results, rep int, lib string, control bool) erro
 		}
 		sp, err := startStorm(target.ws, cfg.StormConns)
 		if err != nil {
-			endLatency()
 			return err
 		}
 		defer sp.stop()
 		sum, err := sp.wait()
 		if err != nil {
-			endLatency()
 			return err
 		}
 		after, err := target.Stats(false)
 		if err != nil {
-			endLatency()
 			return err
 		}
 		time.Sleep(200 * time.Millisecond)
