@@ -637,16 +637,23 @@ func keptCompressor(d *deflateState) bool {
 	return d.fw != nil
 }
 
-// waitReleased waits until d's idle timer gave its compressor back.
-func waitReleased(t *testing.T, d *deflateState) {
+// waitUntil polls cond for up to 5 s and fails the test with what if it
+// never holds.
+func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
-	for keptCompressor(d) {
+	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatal("compressor still kept 5 s after the last message")
+			t.Fatalf("timed out after 5 s waiting for %s", what)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+// waitReleased waits until d's idle timer gave its compressor back.
+func waitReleased(t *testing.T, d *deflateState) {
+	t.Helper()
+	waitUntil(t, "the idle compressor to go back to the pool", func() bool { return !keptCompressor(d) })
 }
 
 func TestDeflateKeepsCompressorWhileBusy(t *testing.T) {
@@ -741,17 +748,7 @@ func TestDeflateReleaseDropsKeptCompressor(t *testing.T) {
 
 func TestDeflateKeptCompressorsAreBounded(t *testing.T) {
 	// Not parallel: it counts the process-wide places.
-	waitFor := func(cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out; %d compressors kept", keptCompressors.Load())
-			}
-			time.Sleep(2 * time.Millisecond)
-		}
-	}
-	waitFor(func() bool { return keptCompressors.Load() == 0 }) // other tests' timers
+	waitUntil(t, "other tests' kept compressors to go idle", func() bool { return keptCompressors.Load() == 0 })
 	p := dparams(false, false, 15, 15)
 	states := make([]*deflateState, maxKeptCompressors+10)
 	t.Cleanup(func() {
