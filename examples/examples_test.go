@@ -11,13 +11,13 @@ import (
 
 	coder "github.com/coder/websocket"
 	"github.com/ebb-ws/ebb/closecode"
+	"github.com/ebb-ws/ebb/internal/leakcheck"
 	"github.com/ebb-ws/ebb/shed"
 	gorilla "github.com/gorilla/websocket"
-	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	leakcheck.VerifyTestMain(m)
 }
 
 // client is what the test needs from either library's client.

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/ebb-ws/ebb/internal/leakcheck"
 )
 
 // tableEnv names the file that receives one JSON line per interop result
@@ -112,7 +112,7 @@ func TestMain(m *testing.M) {
 		}
 	}
 	if code == 0 {
-		if err := goleak.Find(); err != nil {
+		if err := leakcheck.Find(); err != nil {
 			fmt.Fprintf(os.Stderr, "interop: goroutines leaked: %v\n", err)
 			code = 1
 		}

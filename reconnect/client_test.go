@@ -14,13 +14,13 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
+	"github.com/ebb-ws/ebb/internal/leakcheck"
 
 	"github.com/ebb-ws/ebb/closecode"
 	"github.com/ebb-ws/ebb/websocket"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leakcheck.VerifyTestMain(m) }
 
 // fakeClock fires every timer at once and moves its time forward by the
 // timer's duration, recording each wait; Advance moves it by hand.

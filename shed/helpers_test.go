@@ -18,11 +18,11 @@ import (
 	"time"
 
 	"github.com/ebb-ws/ebb/closecode"
-	"go.uber.org/goleak"
+	"github.com/ebb-ws/ebb/internal/leakcheck"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	leakcheck.VerifyTestMain(m)
 }
 
 // fakeClock is a clock tests move by hand.

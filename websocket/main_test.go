@@ -3,9 +3,9 @@ package websocket
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/ebb-ws/ebb/internal/leakcheck"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	leakcheck.VerifyTestMain(m)
 }
