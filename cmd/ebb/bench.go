@@ -315,14 +315,14 @@ func (b *bench) finish(ctx context.Context, mode string, runs []runReport, clien
 func (o *benchOptions) output(e *env, rep *benchReport) error {
 	if o.asJSON {
 		if err := rep.writeJSON(e.stdout); err != nil {
-			return fmt.Errorf("bench: cannot write the JSON report: %w", err)
+			return fmt.Errorf("cannot write the JSON report: %w", err)
 		}
 	} else {
 		rep.writeTable(e.stdout)
 	}
 	if o.plot != "" {
 		if err := writePlot(o.plot, rep); err != nil {
-			return fmt.Errorf("bench: cannot draw %s: %w", o.plot, err)
+			return fmt.Errorf("cannot draw %s: %w", o.plot, err)
 		}
 		fmt.Fprintf(e.stderr, "ebb bench: plot written to %s\n", o.plot)
 	}

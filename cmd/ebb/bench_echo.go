@@ -82,7 +82,7 @@ offers permessage-deflate.`,
 // benchURLArgs accepts exactly one ws:// or wss:// URL.
 func benchURLArgs(cmd *cobra.Command, args []string) error {
 	if len(args) != 1 {
-		return usagef("bench %s takes exactly one URL, got %d arguments", cmd.Name(), len(args))
+		return usagef("want exactly one URL, got %d arguments", len(args))
 	}
 	return checkBenchURL(args[0])
 }
@@ -210,7 +210,7 @@ func echoAtRate(ctx context.Context, bc *benchConn, typ websocket.MessageType, m
 			due, ok := parseStamp(p)
 			if !ok {
 				bc.CloseNow()
-				readErr <- fmt.Errorf("bench: the server answered a message that does not start with the send time the bench wrote: %s is not an echo endpoint", bc.RemoteAddr())
+				readErr <- fmt.Errorf("the server answered a message that does not start with the send time the bench wrote: %s is not an echo endpoint", bc.RemoteAddr())
 				return
 			}
 			recv.received(now, len(p), now.Sub(base.Add(due)))

@@ -371,7 +371,7 @@ const (
 	errKindNoFiles = "too many open files (EMFILE)"
 )
 
-var errDialTimeout = errors.New("bench: the handshake did not finish within --dial-timeout")
+var errDialTimeout = errors.New("the handshake did not finish within --dial-timeout")
 
 // timelineLocked turns the buckets into report points, carrying the open
 // count over slots without events.

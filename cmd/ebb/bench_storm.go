@@ -113,7 +113,7 @@ connected again. Client and server then share this machine's cores.`,
 			case so.restart && len(args) > 0:
 				return usagef("bench storm --restart runs its own server: give no URL (got %q)", args[0])
 			case !so.restart && len(args) != 1:
-				return usagef("bench storm takes exactly one URL (or --restart and none), got %d arguments", len(args))
+				return usagef("want exactly one URL (or --restart and none), got %d arguments", len(args))
 			case !so.restart:
 				return checkBenchURL(args[0])
 			}
@@ -265,7 +265,7 @@ func startStormServer(addr string, rc *restartConfig) (*stormServer, error) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("bench storm: cannot start the in-process server: %w", err)
+		return nil, fmt.Errorf("cannot start the in-process server: %w", err)
 	}
 	ss := &stormServer{s: s, served: make(chan error, 1)}
 	go func() { ss.served <- s.Serve() }()

@@ -90,7 +90,7 @@ JSON lines too (connecting, open, closed, waiting, stopped).`,
   ebb connect --reconnect --max-attempts 10 ws://localhost:8080/echo`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 {
-				return usagef("connect takes exactly one URL, got %d arguments", len(args))
+				return usagef("want exactly one URL, got %d arguments", len(args))
 			}
 			return nil
 		},
@@ -315,14 +315,14 @@ func (ev *events) failed(err error) {
 	}
 	w := ev.e.stderr
 	if !errors.As(err, &me) {
-		fmt.Fprintf(w, "ebb: connect: %v\n", err)
+		fmt.Fprintf(w, "ebb connect: %v\n", err)
 	}
 	switch {
 	case me != nil:
 		// The error's own text repeats all of this on one line; spread it
 		// out so that offered and answered can be compared at a glance.
 		info := closecode.Lookup(closecode.MandatoryExtension)
-		fmt.Fprintf(w, "ebb: connect: the server did not accept a required extension\n")
+		fmt.Fprintf(w, "ebb connect: the server did not accept a required extension\n")
 		fmt.Fprintf(w, "  closed with:  %s\n", closecode.MandatoryExtension)
 		fmt.Fprintf(w, "  required:     %s\n", orNone(strings.Join(me.Required, ", ")))
 		fmt.Fprintf(w, "  offered:      %s\n", orNone(me.Offered))
@@ -455,7 +455,7 @@ loop:
 			}
 		case err := <-stdinErr:
 			if err != nil {
-				fmt.Fprintf(e.stderr, "ebb: connect: reading standard input: %v\n", err)
+				fmt.Fprintf(e.stderr, "ebb connect: reading standard input: %v\n", err)
 			}
 			var ended bool
 			ended, interrupted, end = linger(ctx, o.linger, activity, readErr)
@@ -519,7 +519,7 @@ func waitRead(readErr <-chan error) error {
 	case err := <-readErr:
 		return err
 	case <-time.After(closeWait):
-		return fmt.Errorf("connect: the connection did not end within %s after the close handshake started", closeWait)
+		return fmt.Errorf("the connection did not end within %s after the close handshake started", closeWait)
 	}
 }
 
@@ -887,7 +887,7 @@ loop:
 			switch {
 			case err == nil:
 			case errors.Is(err, reconnect.ErrQueueFull):
-				fmt.Fprintf(se.stderr, "ebb: connect: line not sent: %v\n", err)
+				fmt.Fprintf(se.stderr, "ebb connect: line not sent: %v\n", err)
 			case ctx.Err() != nil:
 				interrupted = true
 				closeWith(closecode.GoingAway, "interrupted")
@@ -898,7 +898,7 @@ loop:
 			}
 		case err := <-stdinErr:
 			if err != nil {
-				fmt.Fprintf(se.stderr, "ebb: connect: reading standard input: %v\n", err)
+				fmt.Fprintf(se.stderr, "ebb connect: reading standard input: %v\n", err)
 			}
 			if interrupted = waitSent(ctx, c); interrupted {
 				closeWith(closecode.GoingAway, "interrupted")

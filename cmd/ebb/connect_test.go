@@ -251,7 +251,7 @@ func TestConnectInterrupt(t *testing.T) {
 			if r.code != exitInterrupted {
 				t.Fatalf("exit status = %d, want %d\nstderr:\n%s", r.code, exitInterrupted, r.stderr)
 			}
-			if !strings.Contains(r.stderr, tc.wantStderr) || !strings.Contains(r.stderr, "ebb: interrupted") {
+			if !strings.Contains(r.stderr, tc.wantStderr) || !strings.Contains(r.stderr, "ebb connect: interrupted") {
 				t.Errorf("stderr does not report the 1001 close and the interruption:\n%s", r.stderr)
 			}
 			wantCloseCode(t, handlerResult(t, res), closecode.GoingAway, "interrupted")
@@ -277,13 +277,13 @@ func TestConnectFailures(t *testing.T) {
 		wantExit int
 		want     string
 	}{
-		{name: "no URL", args: []string{"connect"}, wantExit: exitUsage, want: "connect takes exactly one URL, got 0"},
+		{name: "no URL", args: []string{"connect"}, wantExit: exitUsage, want: "ebb connect: want exactly one URL, got 0"},
 		{name: "http scheme", args: []string{"connect", "http://example.com/"}, wantExit: exitUsage, want: `has scheme "http": want ws:// or wss://`},
 		{name: "no host", args: []string{"connect", "ws:///path"}, wantExit: exitUsage, want: "has no host"},
 		{name: "bad header", args: []string{"connect", "-H", "no colon", "ws://127.0.0.1:1/"}, wantExit: exitUsage, want: `header "no colon" is not of the form`},
 		{name: "unknown extension", args: []string{"connect", "--require", "x-foo", "ws://127.0.0.1:1/"}, wantExit: exitUsage, want: "supports only the permessage-deflate extension"},
 		{name: "bad flag", args: []string{"connect", "--nope", "ws://127.0.0.1:1/"}, wantExit: exitUsage, want: "unknown flag: --nope"},
-		{name: "refused", args: []string{"connect", refused}, wantExit: exitFailure, want: "ebb: connect:"},
+		{name: "refused", args: []string{"connect", refused}, wantExit: exitFailure, want: "ebb connect:"},
 		{name: "not a websocket endpoint", args: []string{"connect", "ws" + strings.TrimPrefix(http404.URL, "http")}, wantExit: exitFailure, want: "404"},
 	}
 	for _, tt := range tests {
@@ -296,8 +296,8 @@ func TestConnectFailures(t *testing.T) {
 			if !strings.Contains(r.stderr, tt.want) {
 				t.Errorf("stderr lacks %q:\n%s", tt.want, r.stderr)
 			}
-			if tt.wantExit == exitUsage && !strings.Contains(r.stderr, "Usage:\n  ebb connect URL") {
-				t.Errorf("usage error without the usage:\n%s", r.stderr)
+			if tt.wantExit == exitUsage && !strings.Contains(r.stderr, "Run 'ebb connect --help' for usage.") {
+				t.Errorf("usage error without the pointer to --help:\n%s", r.stderr)
 			}
 			if strings.Contains(r.stderr, "goroutine ") {
 				t.Errorf("stderr shows a stack trace:\n%s", r.stderr)
@@ -646,8 +646,8 @@ func TestConnectReconnectFlags(t *testing.T) {
 			if r.code != exitUsage {
 				t.Fatalf("exit status = %d, want %d\nstderr:\n%s", r.code, exitUsage, r.stderr)
 			}
-			if !strings.Contains(r.stderr, tt.want) || !strings.Contains(r.stderr, "Usage:\n  ebb connect URL") {
-				t.Errorf("stderr lacks %q and the usage:\n%s", tt.want, r.stderr)
+			if !strings.Contains(r.stderr, tt.want) || !strings.Contains(r.stderr, "Run 'ebb connect --help' for usage.") {
+				t.Errorf("stderr lacks %q and the pointer to --help:\n%s", tt.want, r.stderr)
 			}
 		})
 	}

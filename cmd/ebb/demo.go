@@ -128,7 +128,7 @@ func runDemo(ctx context.Context, e *env, o *demoOptions) error {
 				d.report()
 				return ctx.Err()
 			}
-			return fmt.Errorf("demo: %s: %w", p.name, err)
+			return fmt.Errorf("%s: %w", p.name, err)
 		}
 	}
 	d.shutdownServer()

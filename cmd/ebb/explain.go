@@ -58,7 +58,7 @@ Without an argument, explain prints the whole table.`,
 		if i := strings.LastIndex(msg, " in -"); i >= 0 {
 			if _, perr := strconv.Atoi(msg[i+len(" in "):]); perr == nil {
 				_, cerr := closecode.Parse(msg[i+len(" in "):])
-				return &usageError{err: fmt.Errorf("explain: %w", cerr)}
+				return &usageError{err: fmt.Errorf("%w", cerr)}
 			}
 		}
 		return &usageError{err: err}
@@ -71,7 +71,7 @@ func parseCodeArg(s string) (closecode.Code, error) {
 	if c, err := closecode.Parse(s); err == nil {
 		return c, nil
 	} else if isNumeric(s) {
-		return 0, fmt.Errorf("explain: %w", err)
+		return 0, fmt.Errorf("%w", err)
 	}
 	want := normalizeName(s)
 	if want != "" {
@@ -81,7 +81,7 @@ func parseCodeArg(s string) (closecode.Code, error) {
 			}
 		}
 	}
-	return 0, fmt.Errorf("explain: %q is neither a close code nor a registered name: want a decimal code such as 1013 or a name such as try-again-later (run 'ebb explain' for the table)", s)
+	return 0, fmt.Errorf("%q is neither a close code nor a registered name: want a decimal code such as 1013 or a name such as try-again-later (run 'ebb explain' for the table)", s)
 }
 
 // isNumeric reports whether s looks like an attempt at a number (digits

@@ -80,8 +80,8 @@ func TestExplainBadCode(t *testing.T) {
 			if !strings.Contains(r.stderr, tt.want) {
 				t.Errorf("stderr lacks %q:\n%s", tt.want, r.stderr)
 			}
-			if !strings.Contains(r.stderr, "Usage:\n  ebb explain") {
-				t.Errorf("stderr lacks the usage of explain:\n%s", r.stderr)
+			if !strings.Contains(r.stderr, "Run 'ebb explain --help' for usage.") {
+				t.Errorf("stderr lacks the pointer to explain --help:\n%s", r.stderr)
 			}
 		})
 	}

@@ -50,7 +50,7 @@ every required extension was accepted, 1 otherwise.`,
   ebb probe --json ws://localhost:8080/echo`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 {
-				return usagef("probe takes exactly one URL, got %d arguments", len(args))
+				return usagef("want exactly one URL, got %d arguments", len(args))
 			}
 			return nil
 		},

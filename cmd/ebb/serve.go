@@ -124,7 +124,7 @@ on (--max-pending 0 and --no-pacing turn them off).`,
 func (o *serveOptions) config(e *env) (serverConfig, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
-		return serverConfig{}, usagef("serve: --log-level %q: want debug, info, warn or error", o.logLevel)
+		return serverConfig{}, usagef("--log-level %q: want debug, info, warn or error", o.logLevel)
 	}
 	hopts := &slog.HandlerOptions{Level: level}
 	var logger *slog.Logger
@@ -135,10 +135,10 @@ func (o *serveOptions) config(e *env) (serverConfig, error) {
 	}
 	code := closecode.Code(o.drainCode)
 	if code != closecode.ServiceRestart && code != closecode.GoingAway {
-		return serverConfig{}, usagef("serve: --drain-code %d: want 1012 (Service Restart) or 1001 (Going Away)", o.drainCode)
+		return serverConfig{}, usagef("--drain-code %d: want 1012 (Service Restart) or 1001 (Going Away)", o.drainCode)
 	}
 	if o.readLimit == 0 {
-		return serverConfig{}, usagef("serve: --read-limit 0: want a positive size in bytes (or -1 for no limit, dangerous)")
+		return serverConfig{}, usagef("--read-limit 0: want a positive size in bytes (or -1 for no limit, dangerous)")
 	}
 	var proxies []netip.Prefix
 	for _, s := range o.trustedProxies {
@@ -146,17 +146,17 @@ func (o *serveOptions) config(e *env) (serverConfig, error) {
 		if err != nil {
 			a, aerr := netip.ParseAddr(strings.TrimSpace(s))
 			if aerr != nil {
-				return serverConfig{}, usagef("serve: --trusted-proxy %q: want a network such as 10.0.0.0/8 or an address", s)
+				return serverConfig{}, usagef("--trusted-proxy %q: want a network such as 10.0.0.0/8 or an address", s)
 			}
 			p = netip.PrefixFrom(a, a.BitLen())
 		}
 		proxies = append(proxies, p)
 	}
 	if o.maxPending < 0 {
-		return serverConfig{}, usagef("serve: --max-pending %d: want 0 (no bound) or more", o.maxPending)
+		return serverConfig{}, usagef("--max-pending %d: want 0 (no bound) or more", o.maxPending)
 	}
 	if o.shedFraction <= 0 || o.shedFraction > 1 {
-		return serverConfig{}, usagef("serve: --shed-fraction %v: want a value in (0, 1]", o.shedFraction)
+		return serverConfig{}, usagef("--shed-fraction %v: want a value in (0, 1]", o.shedFraction)
 	}
 	cfg := serverConfig{
 		Addr: o.addr,
@@ -192,7 +192,7 @@ func (o *serveOptions) config(e *env) (serverConfig, error) {
 		}
 		cfg.Compression = c
 	} else if o.compressLevel != 0 || o.noTakeover || o.windowBits != 0 {
-		return serverConfig{}, usagef("serve: --compress-level, --no-context-takeover and --window-bits need --compress")
+		return serverConfig{}, usagef("--compress-level, --no-context-takeover and --window-bits need --compress")
 	}
 	return cfg, nil
 }
@@ -202,7 +202,7 @@ func serve(ctx context.Context, e *env, cfg serverConfig) error {
 	s, err := newServer(cfg)
 	if err != nil {
 		if strings.HasPrefix(err.Error(), "shed: ") {
-			return usagef("serve: %v", err)
+			return usagef("%v", err)
 		}
 		return err
 	}
@@ -231,7 +231,7 @@ func serve(ctx context.Context, e *env, cfg serverConfig) error {
 	fmt.Fprintf(e.stderr, "ebb serve: stopped: %d admitted, %d refused, %d drained, %d force-closed\n",
 		st.Admitted, st.RefusedTotal, st.Drained, st.ForceClosed)
 	if serr != nil {
-		return fmt.Errorf("serve: drain did not finish: %w", serr)
+		return fmt.Errorf("drain did not finish: %w", serr)
 	}
 	return nil
 }
