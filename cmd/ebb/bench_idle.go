@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ebb-ws/ebb/cmd/ebb/internal/server"
 	"github.com/ebb-ws/ebb/websocket"
 )
 
@@ -154,7 +155,7 @@ func serverMemory(ctx context.Context, metricsURL string) (memSnapshot, bool) {
 func clientMemory() memSnapshot {
 	runtime.GC()
 	var buf bytes.Buffer
-	writeRuntimeMetrics(&buf)
+	server.WriteRuntimeMetrics(&buf)
 	s, _ := snapshotOf(parseMetrics(&buf))
 	return s
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ebb-ws/ebb/closecode"
+	"github.com/ebb-ws/ebb/cmd/ebb/internal/server"
 	"github.com/ebb-ws/ebb/reconnect"
 	"github.com/ebb-ws/ebb/shed"
 	"github.com/ebb-ws/ebb/websocket"
@@ -232,12 +233,12 @@ func runStorms(ctx context.Context, e *env, o *benchOptions, sc stormConfig, pol
 
 // stormServer is an in-process server of a restart storm.
 type stormServer struct {
-	s      *ebbServer
+	s      *server.Server
 	served chan error
 }
 
 func startStormServer(addr string, rc *restartConfig) (*stormServer, error) {
-	cfg := serverConfig{
+	cfg := server.Config{
 		Addr: addr,
 		Shed: shed.Options{
 			DrainWindow: rc.DrainWindow,
@@ -255,11 +256,11 @@ func startStormServer(addr string, rc *restartConfig) (*stormServer, error) {
 	if cfg.Shed.DrainHint == 0 {
 		cfg.Shed.DrainHint = time.Millisecond
 	}
-	var s *ebbServer
+	var s *server.Server
 	var err error
 	// The old server's port may take a moment to be free again.
 	for i := 0; i < 50; i++ {
-		if s, err = newServer(cfg); err == nil || !errors.Is(err, syscall.EADDRINUSE) {
+		if s, err = server.New(cfg); err == nil || !errors.Is(err, syscall.EADDRINUSE) {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)

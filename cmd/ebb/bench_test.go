@@ -13,14 +13,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ebb-ws/ebb/cmd/ebb/internal/server"
 	"github.com/ebb-ws/ebb/shed"
 )
 
 // startBenchServer runs an in-process ebb server on a free loopback port
 // and returns its echo URL; it is drained when the test ends.
-func startBenchServer(t *testing.T, limits shed.Limits) (string, *ebbServer) {
+func startBenchServer(t *testing.T, limits shed.Limits) (string, *server.Server) {
 	t.Helper()
-	s, err := newServer(serverConfig{Addr: "127.0.0.1:0", Shed: shed.Options{Limits: limits, DrainWindow: 10 * time.Millisecond}})
+	s, err := server.New(server.Config{Addr: "127.0.0.1:0", Shed: shed.Options{Limits: limits, DrainWindow: 10 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ebb-ws/ebb/closecode"
+	"github.com/ebb-ws/ebb/cmd/ebb/internal/server"
 	"github.com/ebb-ws/ebb/shed"
 	"github.com/ebb-ws/ebb/websocket"
 )
@@ -361,7 +362,7 @@ var refusedLine = regexp.MustCompile(`(?m)^closed 1013 Try Again Later \((?:[^)]
 // hint, and gets in once the slot is free; lines typed then go through.
 func TestConnectReconnectAfter1013(t *testing.T) {
 	t.Parallel()
-	s, err := newServer(serverConfig{Addr: "127.0.0.1:0", Shed: shed.Options{Limits: shed.Limits{MaxConns: 1}, RetryBase: 300 * time.Millisecond}})
+	s, err := server.New(server.Config{Addr: "127.0.0.1:0", Shed: shed.Options{Limits: shed.Limits{MaxConns: 1}, RetryBase: 300 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -394,7 +395,7 @@ func TestConnectReconnectAfter1013(t *testing.T) {
 	}
 	// The server admits connect once the holder is gone.
 	waitFor(t, 10*time.Second, func() bool {
-		st := s.shedder.Stats()
+		st := s.Shedder().Stats()
 		return st.Admitted == 2 && st.Connections == 1
 	}, "the server did not admit connect after the slot was freed")
 	if _, err := io.WriteString(stdinW, "after the wait\n"); err != nil {

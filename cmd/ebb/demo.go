@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ebb-ws/ebb/closecode"
+	"github.com/ebb-ws/ebb/cmd/ebb/internal/server"
 	"github.com/ebb-ws/ebb/reconnect"
 	"github.com/ebb-ws/ebb/shed"
 	"github.com/ebb-ws/ebb/websocket"
@@ -83,7 +84,7 @@ type demo struct {
 	rec   *demoRecorder
 	live  *liveLine
 	addr  string
-	srv   atomic.Pointer[ebbServer]
+	srv   atomic.Pointer[server.Server]
 }
 
 func (d *demo) dur(x time.Duration) time.Duration { return time.Duration(float64(x) * d.pace) }
@@ -145,8 +146,8 @@ func runDemo(ctx context.Context, e *env, o *demoOptions) error {
 
 // startServer runs an ebb server with a connection limit and optional
 // compression.
-func (d *demo) startServer(addr string, limit int, comp *websocket.CompressionOptions) (*ebbServer, error) {
-	s, err := newServer(serverConfig{
+func (d *demo) startServer(addr string, limit int, comp *websocket.CompressionOptions) (*server.Server, error) {
+	s, err := server.New(server.Config{
 		Addr: addr,
 		Shed: shed.Options{
 			Limits:      shed.Limits{MaxConns: limit},
@@ -155,7 +156,7 @@ func (d *demo) startServer(addr string, limit int, comp *websocket.CompressionOp
 			DrainWindow: d.dur(3 * time.Second),
 			DrainHint:   d.dur(time.Second),
 		},
-		Listener:    shed.ListenerOptions{MaxPending: defaultMaxPending},
+		Listener:    shed.ListenerOptions{MaxPending: server.DefaultMaxPending},
 		Compression: comp,
 	})
 	if err != nil {
@@ -171,7 +172,7 @@ func (d *demo) shutdownServer() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		s.Shutdown(ctx)
-		d.rec.mergeServer(s.shedder.Stats())
+		d.rec.mergeServer(s.Shedder().Stats())
 	}
 }
 
@@ -186,7 +187,7 @@ func (d *demo) sample(ctx context.Context) {
 		case now := <-t.C:
 			n := -1 // no server running
 			if s := d.srv.Load(); s != nil {
-				n = s.shedder.Stats().Connections
+				n = s.Shedder().Stats().Connections
 			}
 			d.rec.sample(now, n)
 			d.live.update(d.rec.status(n))
@@ -275,7 +276,7 @@ func (d *demo) overload(ctx context.Context) error {
 // back; the crowd returns spread out.
 func (d *demo) restart(ctx context.Context) error {
 	s := d.srv.Load()
-	if err := s.shedder.SetLimits(shed.Limits{MaxConns: 10 * d.o.crowd}); err != nil {
+	if err := s.Shedder().SetLimits(shed.Limits{MaxConns: 10 * d.o.crowd}); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, d.dur(45*time.Second))
@@ -361,7 +362,7 @@ func (d *demo) mandatory(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	req := []websocket.Requirement{{Extension: "permessage-deflate"}}
-	on, err := newServer(serverConfig{Addr: "127.0.0.1:0", Compression: &websocket.CompressionOptions{}})
+	on, err := server.New(server.Config{Addr: "127.0.0.1:0", Compression: &websocket.CompressionOptions{}})
 	if err != nil {
 		return err
 	}
@@ -388,7 +389,7 @@ func (d *demo) mandatory(ctx context.Context) error {
 	d.rec.event(time.Now(), closecode.MandatoryExtension, "client")
 	// The server saw the client's 1010 too: wait for it to count it.
 	for range 100 {
-		if off.shedder.Stats().CloseReceived[closecode.MandatoryExtension] > 0 {
+		if off.Shedder().Stats().CloseReceived[closecode.MandatoryExtension] > 0 {
 			d.rec.serverSaw1010 = true
 			break
 		}

@@ -27,8 +27,10 @@ func TestDemo(t *testing.T) {
 	for _, c := range s.Codes {
 		seen[c.Code] = c.Count
 	}
-	if seen[1013] == 0 || seen[1012] != s.Overload.Crowd || seen[1010] != 1 {
-		t.Fatalf("codes seen %v: want 1013s, one 1012 per client (%d) and one 1010", seen, s.Overload.Crowd)
+	// A client that comes back while the drain is still closing others
+	// meets the draining server and gets a second 1012.
+	if seen[1013] == 0 || seen[1012] < s.Overload.Crowd || seen[1010] != 1 {
+		t.Fatalf("codes seen %v: want 1013s, at least one 1012 per client (%d) and one 1010", seen, s.Overload.Crowd)
 	}
 	if s.Overload.Sessions != s.Overload.Crowd || s.Restart.ReconnectedClients < s.Overload.Crowd {
 		t.Fatalf("overload %+v restart %+v: every client must get in, and come back", s.Overload, s.Restart)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -400,6 +401,6 @@ func formatParams(m map[string]string) string {
 			parts = append(parts, k+"="+v)
 		}
 	}
-	sortStrings(parts)
+	sort.Strings(parts)
 	return strings.Join(parts, "; ")
 }

@@ -8,13 +8,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ebb-ws/ebb/cmd/ebb/internal/server"
 	"github.com/ebb-ws/ebb/shed"
 	"github.com/ebb-ws/ebb/websocket"
 )
 
 func probeServer(t *testing.T, comp *websocket.CompressionOptions, limit int) string {
 	t.Helper()
-	s, err := newServer(serverConfig{Addr: "127.0.0.1:0", Compression: comp, Shed: shed.Options{Limits: shed.Limits{MaxConns: limit}}})
+	s, err := server.New(server.Config{Addr: "127.0.0.1:0", Compression: comp, Shed: shed.Options{Limits: shed.Limits{MaxConns: limit}}})
 	if err != nil {
 		t.Fatal(err)
 	}

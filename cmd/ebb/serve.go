@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ebb-ws/ebb/closecode"
+	"github.com/ebb-ws/ebb/cmd/ebb/internal/server"
 	"github.com/ebb-ws/ebb/shed"
 	"github.com/ebb-ws/ebb/websocket"
 )
@@ -40,6 +41,8 @@ type serveOptions struct {
 	origins        []string
 	logLevel       string
 	logJSON        bool
+	metricsAddr    string
+	broadcastQueue int
 }
 
 func newServeCmd(e *env) *cobra.Command {
@@ -52,8 +55,13 @@ func newServeCmd(e *env) *cobra.Command {
   ws://ADDR/echo       sends every message back to its sender
   ws://ADDR/broadcast  sends every message to every client of /broadcast
   http://ADDR/         live dashboard: connections, admissions vs refusals, close codes
-  http://ADDR/metrics  Prometheus metrics (see the shed package for the names)
+  http://ADDR/metrics  Prometheus metrics (see the shed package and the README for the names)
+  http://ADDR/healthz  200 "ok", or 503 "draining" once the drain has started
   http://ADDR/ebb.js   ebb's reconnecting browser client
+
+With --metrics-addr, /metrics, /healthz and the dashboard are also served on
+a listener of their own that admission control and the accept loop's bound
+never touch, so a connect storm cannot hide the server from monitoring.
 
 Every WebSocket upgrade goes through admission control. When a limit is
 reached the client is upgraded and closed at once with 1013 Try Again Later
@@ -67,15 +75,24 @@ at a time, and during a burst new ones are taken only when established
 connections have had the CPU. Past --hard-demand the accept loop answers
 503 itself, so the dashboard and /metrics get it too.
 
+Hostile clients are bounded: request headers must arrive within 5 s (less
+as pending places fill up), a keep-alive connection idle for 30 s is closed,
+a message is limited by --read-limit and by the process-wide message memory
+budget, and a /broadcast member more than --broadcast-queue bytes behind is
+closed with 1013 (it may reconnect at once).
+
 On SIGINT or SIGTERM the server stops admitting, closes every connection
 with 1012 Service Restart (or --drain-code 1001) spread over --drain-window,
-each with its own retry hint, and exits when they are gone.
+each with its own retry hint, and exits when they are gone. While it drains
+it keeps its listener open: new clients are refused (1013 with a hint, or
+503 with --drain-503), /healthz answers 503 and /metrics keeps answering.
 
 Admission limits are off unless set; the accept loop's bound and pacing are
 on (--max-pending 0 and --no-pacing turn them off).`,
 		Example: `  ebb serve
   ebb serve --addr :9000 --max-conns 1000 --max-conns-per-ip 20 --rate 200 --burst 50
-  ebb serve --max-conns 50 --compress --drain-window 10s --log-level debug`,
+  ebb serve --max-conns 50 --compress --drain-window 10s --log-level debug
+  ebb serve --addr :8080 --metrics-addr 127.0.0.1:9090 --max-conns 10000 --hard-demand 20000`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := o.config(e)
@@ -96,7 +113,7 @@ on (--max-pending 0 and --no-pacing turn them off).`,
 	f.DurationVar(&o.limits.SchedLatency, "sched-latency", 0, "refuse while the p99 scheduling latency is at least this, e.g. 10ms (0: off)")
 	f.IntVar(&o.limits.HardDemand, "hard-demand", 0, "above this many connections plus recent refusals, answer HTTP 503 instead of 1013 (0: never)")
 	f.Float64Var(&o.limits.HardPressure, "hard-pressure", 0, "above this pressure ratio (>= 1), answer HTTP 503 instead of 1013 (0: never)")
-	f.IntVar(&o.maxPending, "max-pending", defaultMaxPending, "most connections between accept and admission; more wait in the listen queue (0: no bound)")
+	f.IntVar(&o.maxPending, "max-pending", server.DefaultMaxPending, "most connections between accept and admission; more wait in the listen queue (0: no bound)")
 	f.BoolVar(&o.noPacing, "no-pacing", false, "accept as fast as connections come, even while established connections wait for the CPU")
 	f.StringArrayVar(&o.trustedProxies, "trusted-proxy", nil, "network of a reverse proxy whose X-Forwarded-For is believed, e.g. 10.0.0.0/8 (repeatable)")
 	f.DurationVar(&o.retryBase, "retry-base", shed.DefaultRetryBase, "retry hint when just at capacity; hints grow with the overload")
@@ -117,14 +134,16 @@ on (--max-pending 0 and --no-pacing turn them off).`,
 	f.StringArrayVar(&o.origins, "origin", nil, `allowed browser origin pattern besides the server's own host, e.g. "*.example.com" (repeatable)`)
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.BoolVar(&o.logJSON, "log-json", false, "log as JSON lines instead of text")
+	f.StringVar(&o.metricsAddr, "metrics-addr", "", "also serve /metrics, /healthz and the dashboard on this address, outside admission control")
+	f.IntVar(&o.broadcastQueue, "broadcast-queue", server.DefaultBroadcastQueueBytes, "bytes a /broadcast member may fall behind before it is closed with 1013")
 	return cmd
 }
 
 // config validates the flags and builds the server configuration.
-func (o *serveOptions) config(e *env) (serverConfig, error) {
+func (o *serveOptions) config(e *env) (server.Config, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
-		return serverConfig{}, usagef("--log-level %q: want debug, info, warn or error", o.logLevel)
+		return server.Config{}, usagef("--log-level %q: want debug, info, warn or error", o.logLevel)
 	}
 	hopts := &slog.HandlerOptions{Level: level}
 	var logger *slog.Logger
@@ -135,10 +154,10 @@ func (o *serveOptions) config(e *env) (serverConfig, error) {
 	}
 	code := closecode.Code(o.drainCode)
 	if code != closecode.ServiceRestart && code != closecode.GoingAway {
-		return serverConfig{}, usagef("--drain-code %d: want 1012 (Service Restart) or 1001 (Going Away)", o.drainCode)
+		return server.Config{}, usagef("--drain-code %d: want 1012 (Service Restart) or 1001 (Going Away)", o.drainCode)
 	}
 	if o.readLimit == 0 {
-		return serverConfig{}, usagef("--read-limit 0: want a positive size in bytes (or -1 for no limit, dangerous)")
+		return server.Config{}, usagef("--read-limit 0: want a positive size in bytes (or -1 for no limit, dangerous)")
 	}
 	var proxies []netip.Prefix
 	for _, s := range o.trustedProxies {
@@ -146,19 +165,22 @@ func (o *serveOptions) config(e *env) (serverConfig, error) {
 		if err != nil {
 			a, aerr := netip.ParseAddr(strings.TrimSpace(s))
 			if aerr != nil {
-				return serverConfig{}, usagef("--trusted-proxy %q: want a network such as 10.0.0.0/8 or an address", s)
+				return server.Config{}, usagef("--trusted-proxy %q: want a network such as 10.0.0.0/8 or an address", s)
 			}
 			p = netip.PrefixFrom(a, a.BitLen())
 		}
 		proxies = append(proxies, p)
 	}
 	if o.maxPending < 0 {
-		return serverConfig{}, usagef("--max-pending %d: want 0 (no bound) or more", o.maxPending)
+		return server.Config{}, usagef("--max-pending %d: want 0 (no bound) or more", o.maxPending)
+	}
+	if o.broadcastQueue <= 0 {
+		return server.Config{}, usagef("--broadcast-queue %d: want a positive number of bytes", o.broadcastQueue)
 	}
 	if o.shedFraction <= 0 || o.shedFraction > 1 {
-		return serverConfig{}, usagef("--shed-fraction %v: want a value in (0, 1]", o.shedFraction)
+		return server.Config{}, usagef("--shed-fraction %v: want a value in (0, 1]", o.shedFraction)
 	}
-	cfg := serverConfig{
+	cfg := server.Config{
 		Addr: o.addr,
 		Shed: shed.Options{
 			Limits:         o.limits,
@@ -171,10 +193,12 @@ func (o *serveOptions) config(e *env) (serverConfig, error) {
 			DrainHint:      o.drainHint,
 			Logger:         logger,
 		},
-		Listener:  shed.ListenerOptions{MaxPending: o.maxPending, NoPacing: o.noPacing},
-		ReadLimit: o.readLimit,
-		Origins:   o.origins,
-		Logger:    logger,
+		Listener:    shed.ListenerOptions{MaxPending: o.maxPending, NoPacing: o.noPacing},
+		ReadLimit:   o.readLimit,
+		Origins:     o.origins,
+		Logger:      logger,
+		MetricsAddr: o.metricsAddr,
+		Broadcast:   server.BroadcastLimits{MaxQueueBytes: o.broadcastQueue},
 	}
 	if o.jitter == 0 {
 		cfg.Shed.Jitter = -1 // shed's zero means "default"; the flag's 0 means off
@@ -188,27 +212,32 @@ func (o *serveOptions) config(e *env) (serverConfig, error) {
 	if o.compress {
 		c, err := compressionOptions(o.compressLevel, o.noTakeover, o.windowBits)
 		if err != nil {
-			return serverConfig{}, err
+			return server.Config{}, err
 		}
 		cfg.Compression = c
 	} else if o.compressLevel != 0 || o.noTakeover || o.windowBits != 0 {
-		return serverConfig{}, usagef("--compress-level, --no-context-takeover and --window-bits need --compress")
+		return server.Config{}, usagef("--compress-level, --no-context-takeover and --window-bits need --compress")
 	}
 	return cfg, nil
 }
 
 // serve runs the server until ctx ends (SIGINT/SIGTERM), then drains.
-func serve(ctx context.Context, e *env, cfg serverConfig) error {
-	s, err := newServer(cfg)
+func serve(ctx context.Context, e *env, cfg server.Config) error {
+	s, err := server.New(cfg)
 	if err != nil {
+		// The flags passed their own checks; what shed still refuses (a
+		// limit below zero, say) is a usage mistake too.
 		if strings.HasPrefix(err.Error(), "shed: ") {
-			return usagef("%v", err)
+			return usagef("%s", strings.TrimPrefix(err.Error(), "shed: "))
 		}
 		return err
 	}
-	addr := s.Addr()
-	fmt.Fprintf(e.stderr, "ebb serve: listening on %s\n  dashboard  http://%s/\n  echo       ws://%s/echo\n  broadcast  ws://%s/broadcast\n  metrics    http://%s/metrics\n",
-		addr, addr, addr, addr, addr)
+	addr, maddr := s.Addr(), s.MetricsAddr()
+	if maddr == "" {
+		maddr = addr
+	}
+	fmt.Fprintf(e.stderr, "ebb serve: listening on %s\n  dashboard  http://%s/\n  echo       ws://%s/echo\n  broadcast  ws://%s/broadcast\n  metrics    http://%s/metrics\n  health     http://%s/healthz\n",
+		addr, maddr, addr, addr, maddr, maddr)
 	fmt.Fprintf(e.stderr, "  %s\n", describeLimits(cfg))
 	served := make(chan error, 1)
 	go func() { served <- s.Serve() }()
@@ -221,13 +250,13 @@ func serve(ctx context.Context, e *env, cfg serverConfig) error {
 	if window == 0 {
 		window = shed.DefaultDrainWindow
 	}
-	fmt.Fprintf(e.stderr, "ebb serve: draining: closing %d connections with %s over %s\n",
-		s.shedder.Stats().Connections, cfg.Shed.DrainCode, window)
+	fmt.Fprintf(e.stderr, "ebb serve: draining: closing %s with %s over %s; new clients are refused meanwhile\n",
+		plural(s.Shedder().Stats().Connections, "connection"), cfg.Shed.DrainCode, window)
 	sctx, cancel := context.WithTimeout(context.Background(), window+5*time.Second)
 	defer cancel()
 	serr := s.Shutdown(sctx)
 	<-served
-	st := s.shedder.Stats()
+	st := s.Shedder().Stats()
 	fmt.Fprintf(e.stderr, "ebb serve: stopped: %d admitted, %d refused, %d drained, %d force-closed\n",
 		st.Admitted, st.RefusedTotal, st.Drained, st.ForceClosed)
 	if serr != nil {
@@ -236,7 +265,15 @@ func serve(ctx context.Context, e *env, cfg serverConfig) error {
 	return nil
 }
 
-func describeLimits(cfg serverConfig) string {
+// plural formats n with noun, adding an s unless n is 1.
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+func describeLimits(cfg server.Config) string {
 	l := cfg.Shed.Limits
 	var parts []string
 	add := func(on bool, format string, args ...any) {

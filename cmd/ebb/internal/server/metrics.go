@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"fmt"
@@ -8,10 +8,10 @@ import (
 	"sort"
 )
 
-// writeRuntimeMetrics appends the server process's own memory and goroutine
+// WriteRuntimeMetrics appends the server process's own memory and goroutine
 // gauges to /metrics, so `ebb bench idle` can report memory per connection
 // from the server's side.
-func writeRuntimeMetrics(w io.Writer) {
+func WriteRuntimeMetrics(w io.Writer) {
 	samples := []metrics.Sample{
 		{Name: "/memory/classes/heap/objects:bytes"},
 		{Name: "/memory/classes/heap/stacks:bytes"},
@@ -34,5 +34,3 @@ func writeRuntimeMetrics(w io.Writer) {
 func sortCodes(c []codeCountJS) {
 	sort.Slice(c, func(i, j int) bool { return c[i].Code < c[j].Code })
 }
-
-func sortStrings(s []string) { sort.Strings(s) }
