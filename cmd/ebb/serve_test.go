@@ -299,3 +299,18 @@ func waitFor(t *testing.T, d time.Duration, ok func() bool, msg string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestServeCompressionFlags checks that the compression flags reach the
+// handshake: --no-context-takeover and --window-bits must show in what the
+// server answers.
+func TestServeCompressionFlags(t *testing.T) {
+	t.Parallel()
+	cfg, err := (&serveOptions{compress: true, noTakeover: true, windowBits: 10, compressLevel: 3, readLimit: 1, drainCode: 1012, shedFraction: 0.5, broadcastQueue: 1, logLevel: "info"}).config(&env{stderr: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cfg.Compression
+	if c == nil || c.Level != 3 || !c.ServerNoContextTakeover || !c.ClientNoContextTakeover || c.ServerMaxWindowBits != 10 {
+		t.Fatalf("compression options = %+v, want level 3, no context takeover both ways, 10 window bits", c)
+	}
+}
