@@ -42,11 +42,17 @@ type TimeoutError struct {
 	// Connected reports whether the TCP connection (to the server or to
 	// the proxy) was established before the deadline.
 	Connected bool
+	// TLS reports a wss:// URL: after the TCP connection, the TLS
+	// handshake may be what stalled.
+	TLS bool
 	// Err is the error Dial returned.
 	Err error
 }
 
 func (e *TimeoutError) Error() string {
+	if e.Connected && e.TLS {
+		return fmt.Sprintf("the handshake with %s did not finish within %v: the server accepted the TCP connection but did not complete the TLS handshake or answer the upgrade request; check that the port serves TLS and WebSocket, or allow more time with --timeout", e.Host, e.Timeout)
+	}
 	if e.Connected {
 		return fmt.Sprintf("the handshake with %s did not finish within %v: the server accepted the TCP connection but did not answer the upgrade request; check that the URL points at a WebSocket endpoint (a TLS port needs wss://), or allow more time with --timeout", e.Host, e.Timeout)
 	}
@@ -92,7 +98,7 @@ func Dial(ctx context.Context, rawURL string, opts *websocket.DialOptions, timeo
 		ours = false // the caller's deadline came first
 	}
 	if err != nil && resp == nil && ours && ctx.Err() == nil && (dctx.Err() != nil || !time.Now().Before(deadline) || errors.Is(err, context.DeadlineExceeded)) {
-		err = &TimeoutError{Host: hostOf(rawURL), Timeout: timeout, Connected: connected.Load(), Err: err}
+		err = &TimeoutError{Host: hostOf(rawURL), Timeout: timeout, Connected: connected.Load(), TLS: strings.HasPrefix(strings.ToLower(rawURL), "wss:"), Err: err}
 	}
 	return c, resp, err
 }

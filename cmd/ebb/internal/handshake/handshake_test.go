@@ -37,6 +37,8 @@ func TestDialTimeout(t *testing.T) {
 	}{
 		{name: "no answer to the upgrade", url: wstest.Silent(t), wantConnected: true,
 			want: "did not finish within 150ms: the server accepted the TCP connection but did not answer the upgrade request"},
+		{name: "no answer to TLS", url: "wss://" + strings.TrimPrefix(wstest.Silent(t), "ws://"), wantConnected: true,
+			want: "did not finish within 150ms: the server accepted the TCP connection but did not complete the TLS handshake or answer the upgrade request"},
 		{name: "no TCP connection", url: "ws://192.0.2.1:9/", opts: blackhole,
 			want: "could not connect to 192.0.2.1:9 within 150ms: no answer to the TCP connection attempt"},
 	}

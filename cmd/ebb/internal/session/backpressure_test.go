@@ -31,7 +31,7 @@ func heapInUse() uint64 {
 	return m.HeapAlloc
 }
 
-// TestSlowOutputHoldsTheServerBack: a server sends 10 messages of 4 MiB
+// TestSlowOutputHoldsTheServerBack: a server sends 10 text messages of 4 MiB
 // (40 MiB) while the output does not take a byte. The session must stop
 // reading (the server's writes block on TCP) instead of buffering: its
 // heap stays within a few messages, and the server gets only a fraction

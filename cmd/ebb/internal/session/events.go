@@ -60,6 +60,10 @@ type (
 		Missing     []string `json:"missing,omitempty"`  // 1010
 		Error       string   `json:"error,omitempty"`    // cause of a 1006
 	}
+	warningEvent struct {
+		Event   string `json:"event"` // "warning"
+		Warning string `json:"warning"`
+	}
 	errorEvent struct {
 		Event       string   `json:"event"` // "error"
 		Error       string   `json:"error"`
@@ -149,11 +153,11 @@ func (ev *events) message(typ websocket.MessageType, p []byte) {
 }
 
 // warn reports a problem that does not end the session, on diag (text) or
-// as an error event.
+// as a warning event.
 func (ev *events) warn(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	if ev.json {
-		ev.emit(errorEvent{Event: "error", Error: msg})
+		ev.emit(warningEvent{Event: "warning", Warning: msg})
 		return
 	}
 	fmt.Fprintf(ev.diag, "warning: %s\n", msg)

@@ -58,6 +58,7 @@ type linkReport struct {
 	ev      *events
 	url     string
 	host    string
+	tls     bool // wss://
 	timeout time.Duration
 
 	attempt   int              // of the last connecting event
@@ -122,7 +123,8 @@ func (r *linkReport) event(e reconnect.Event) {
 		case errors.As(e.Err, &gu):
 			b.WriteString(gaveUpLine(gu) + "\n")
 			if last := r.lastEvent(); last != nil && last.Status == 0 && !normalEnd(last.Code) {
-				writeExplanation(&b, last.Code, 0, false)
+				hint, ok := closecode.ParseRetryHint(last.Reason)
+				writeExplanation(&b, last.Code, hint, ok)
 			}
 		case errors.Is(e.Err, reconnect.ErrClosed):
 			b.WriteString("stopped: closed by this client\n")
@@ -207,7 +209,7 @@ func (r *linkReport) explainTimeout(err error) error {
 	if err == nil || !errors.Is(err, context.DeadlineExceeded) || errors.As(err, &he) {
 		return err
 	}
-	return &handshake.TimeoutError{Host: r.host, Timeout: r.timeout, Connected: r.connected.Load(), Err: err}
+	return &handshake.TimeoutError{Host: r.host, Timeout: r.timeout, Connected: r.connected.Load(), TLS: r.tls, Err: err}
 }
 
 // connected is the client's OnConnect: it reports the connection that
@@ -321,7 +323,7 @@ func runLink(ctx context.Context, u string, in io.Reader, ev *events, o *Options
 	if timeout <= 0 {
 		timeout = handshake.DefaultTimeout
 	}
-	rep := &linkReport{ev: ev, url: u, host: hostOf(u), timeout: timeout}
+	rep := &linkReport{ev: ev, url: u, host: hostOf(u), tls: strings.HasPrefix(strings.ToLower(u), "wss:"), timeout: timeout}
 	var dopts websocket.DialOptions
 	if o.Dial != nil {
 		dopts = *o.Dial

@@ -82,16 +82,16 @@ func CloseFrame(code closecode.Code, reason string) []byte {
 	return append(f, reason...)
 }
 
-// binaryHeader returns the header of an unmasked, final binary frame of
-// n bytes, its length in the shortest form (RFC 6455 §5.2).
-func binaryHeader(n int) []byte {
+// textHeader returns the header of an unmasked, final text frame of n
+// bytes, its length in the shortest form (RFC 6455 §5.2).
+func textHeader(n int) []byte {
 	switch {
 	case n < 126:
-		return []byte{0x82, byte(n)}
+		return []byte{0x81, byte(n)}
 	case n < 1<<16:
-		return binary.BigEndian.AppendUint16([]byte{0x82, 126}, uint16(n))
+		return binary.BigEndian.AppendUint16([]byte{0x81, 126}, uint16(n))
 	default:
-		return binary.BigEndian.AppendUint64([]byte{0x82, 127}, uint64(n))
+		return binary.BigEndian.AppendUint64([]byte{0x81, 127}, uint64(n))
 	}
 }
 
@@ -161,10 +161,14 @@ func Refuser(t testing.TB, sameWrite bool, code closecode.Code, reason string) s
 			if _, err := c.Write(resp); err != nil {
 				return
 			}
-			if _, err := readFrame(br); err != nil { // the client's first frame
+			op, err := readFrame(br) // the client's first frame
+			if err != nil {
 				return
 			}
 			c.Write(frame)
+			if op == 0x8 {
+				return // the client closed first: that was its Close
+			}
 		}
 		awaitClose(c, br)
 	}) + "/"
@@ -179,9 +183,10 @@ func Silent(t testing.TB) string {
 	}) + "/"
 }
 
-// Flood is a server that sends Count binary messages of Size bytes each
-// to every client, as fast as TCP lets it, from one reused buffer (its own
-// memory stays at Size), then closes with 1000.
+// Flood is a server that sends Count text messages of Size bytes each
+// (ASCII, so that checking and printing them costs little) to every
+// client, as fast as TCP lets it, from one reused buffer (its own memory
+// stays at Size), then closes with 1000.
 type Flood struct {
 	URL   string
 	Count int
@@ -198,9 +203,9 @@ func NewFlood(t testing.TB, count, size int) *Flood {
 	f := &Flood{Count: count, Size: size}
 	payload := make([]byte, size)
 	for i := range payload {
-		payload[i] = byte(i)
+		payload[i] = 'a' + byte(i%26)
 	}
-	hdr := binaryHeader(size)
+	hdr := textHeader(size)
 	f.URL = "ws://" + serve(t, func(c net.Conn) {
 		br := bufio.NewReader(c)
 		resp, ok := upgrade(br)
