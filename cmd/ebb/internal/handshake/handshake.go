@@ -49,6 +49,7 @@ type TimeoutError struct {
 	Err error
 }
 
+// Error says which step ran out of time and what to try.
 func (e *TimeoutError) Error() string {
 	if e.Connected && e.TLS {
 		return fmt.Sprintf("the handshake with %s did not finish within %v: the server accepted the TCP connection but did not complete the TLS handshake or answer the upgrade request; check that the port serves TLS and WebSocket, or allow more time with --timeout", e.Host, e.Timeout)

@@ -188,10 +188,12 @@ func Silent(t testing.TB) string {
 // client, as fast as TCP lets it, from one reused buffer (its own memory
 // stays at Size), then closes with 1000.
 type Flood struct {
-	URL   string
-	Count int
-	Size  int
-	sent  atomic.Int64
+	// URL is the server's ws:// URL.
+	URL string
+	// Count and Size are the number of messages and the size of each.
+	Count, Size int
+
+	sent atomic.Int64
 }
 
 // Sent returns how many whole messages the server has written so far.
