@@ -34,9 +34,9 @@ func newDemoCmd(e *env) *cobra.Command {
 	var o demoOptions
 	cmd := &cobra.Command{
 		Use:   "demo",
-		Short: "A 45-second tour: overload (1013), restart (1012) and a missing extension (1010)",
+		Short: "A 40-second tour: overload (1013), restart (1012) and a missing extension (1010)",
 		Long: `Demo runs an ebb server and a crowd of ebb clients on loopback and shows,
-in about 45 seconds (--quick: about 20), what ebb does at the two hard
+in about 40 seconds (--quick: about 20), what ebb does at the two hard
 edges of WebSocket:
 
   1. Overload → backoff. The server admits --limit connections; a crowd of

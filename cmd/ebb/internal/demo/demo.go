@@ -38,7 +38,7 @@ type Options struct {
 	// there is no overload to show.
 	Limit int
 	// Pace scales every duration of the script: 1 (the default) is the
-	// full tour of about 45 s, 0.45 the quick one, tests use less. Below
+	// full tour of about 40 s, 0.45 the quick one, tests use less. Below
 	// about 0.15 the scheduler's own delays start to blur the story.
 	Pace float64
 	// Chapters are played in order (default DefaultChapters()). The first
@@ -248,7 +248,7 @@ type ServerCounts struct {
 // returns what it saw. Progress goes to progress (nil for none). When ctx
 // ends, Run stops the clients and servers and returns the report so far
 // with Interrupted set, and ctx's error; when a chapter fails, the report
-// so far and the error. Run takes about 45 s × opts.Pace and a few MB.
+// so far and the error. Run takes about 40 s × opts.Pace and a few MB.
 func Run(ctx context.Context, opts Options, progress io.Writer) (*Report, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {

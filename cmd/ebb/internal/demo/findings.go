@@ -160,13 +160,14 @@ func (f *OverloadFinding) WriteText(w io.Writer) error {
 			secsRange(f.HintMin, f.HintMax), f.DistinctHints)
 	}
 	if len(f.Retries) > 0 {
-		p.line("The clients backed off (%s doubling to a %s cap, jittered, never sooner than the hint):", secs(f.BackoffBase), secs(f.BackoffCap))
+		p.line("The clients backed off: %s doubling to a %s cap, jittered, and never sooner than the hint,", secs(f.BackoffBase), secs(f.BackoffCap))
+		p.line("which was the longer of the two for %d of the %d waits:", f.Hinted, f.Waits)
 		for _, r := range f.Retries {
 			label := fmt.Sprintf("retry %d", r.Attempt)
 			if r.AndLater {
 				label = fmt.Sprintf("retry %d+", r.Attempt)
 			}
-			p.line("  %-9s %s, median %s, longest %s (%d set by the server's hint)", label+":", plural(r.Count, "wait"), secs(r.Median), secs(r.Max), r.Hinted)
+			p.line("  %-9s %s, median %s, longest %s", label+":", plural(r.Count, "wait"), secs(r.Median), secs(r.Max))
 		}
 	}
 	p.line("The server never held more than %s; %d of %d sessions were done after %s.",
