@@ -105,9 +105,12 @@ func TestRun(t *testing.T) {
 	if o.PeakConnections > r.Limit || o.PeakConnections == 0 || o.Sessions != r.Crowd {
 		t.Errorf("overload: peak %d connections (limit %d), %d sessions of %d", o.PeakConnections, r.Limit, o.Sessions, r.Crowd)
 	}
-	if o.RefusedClients < r.Crowd-r.Limit || o.Refusals < o.RefusedClients || o.DistinctHints < 2 {
-		t.Errorf("overload: %d refusals to %d clients, %d distinct hints: want at least the %d surplus clients refused, with spread hints",
-			o.Refusals, o.RefusedClients, o.DistinctHints, r.Crowd-r.Limit)
+	// A client whose first dial comes late (a loaded machine) may find a
+	// place another session has left: every client is either admitted on
+	// its first try or refused at least once, and most are refused.
+	if o.RefusedClients+o.FirstTry < r.Crowd || o.RefusedClients < (r.Crowd-r.Limit)/2 || o.Refusals < o.RefusedClients || o.DistinctHints < 2 {
+		t.Errorf("overload: %d refusals to %d clients, %d in on the first try, %d distinct hints: want each of the %d clients in at once or refused, most of the %d surplus refused, with spread hints",
+			o.Refusals, o.RefusedClients, o.FirstTry, o.DistinctHints, r.Crowd, r.Crowd-r.Limit)
 	}
 	checkHintIsAFloor(t, r)
 
