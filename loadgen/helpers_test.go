@@ -90,7 +90,7 @@ func startTestServer(t *testing.T, limits shed.Limits) *testServer {
 	return s
 }
 
-func (s *testServer) addr() string         { return s.ln.Addr().String() }
+func (s *testServer) addr() string           { return s.ln.Addr().String() }
 func (s *testServer) url(path string) string { return "ws://" + s.addr() + path }
 
 // stop drains the WebSocket connections, then closes the listener and

@@ -440,7 +440,10 @@ func TestOptionsErrors(t *testing.T) {
 	}{
 		{"no URL", func() error { _, err := Echo(ctx, EchoOptions{}); return err }, `scheme ""`},
 		{"http URL", func() error { _, err := Connect(ctx, ConnectOptions{Options: Options{URL: "http://x/"}}); return err }, "want ws:// or wss://"},
-		{"negative conns", func() error { _, err := Idle(ctx, IdleOptions{Options: Options{URL: "ws://x/", Conns: -1}}); return err }, "Conns -1"},
+		{"negative conns", func() error {
+			_, err := Idle(ctx, IdleOptions{Options: Options{URL: "ws://x/", Conns: -1}})
+			return err
+		}, "Conns -1"},
 		{"size for a rate", func() error {
 			_, err := Echo(ctx, EchoOptions{Options: Options{URL: "ws://x/"}, Rate: 10, Size: 4})
 			return err

@@ -227,4 +227,3 @@ func TestClientReportBottleneck(t *testing.T) {
 		t.Errorf("file limit = 0, want RLIMIT_NOFILE's soft limit")
 	}
 }
-

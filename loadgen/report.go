@@ -334,7 +334,7 @@ type CheckError struct {
 	// Handshakes.Errors and its attempts that finished (Attempts − CutOff);
 	// MaxErrors is the share of errors allowed.
 	Failed, Errors, Attempts uint64
-	MaxErrors        float64
+	MaxErrors                float64
 	// Causes names the failures, most frequent first.
 	Causes string
 	// Why says what was missing when nothing was measured.
