@@ -41,7 +41,7 @@ func Connect(ctx context.Context, o ConnectOptions) (*Report, error) {
 		go func() {
 			defer b.wg.Done()
 			again := false
-			for b.ctx.Err() == nil {
+			for !b.over() {
 				if tokens != nil {
 					select {
 					case <-tokens:

@@ -84,6 +84,9 @@ func (b *bench) stoppedEarly() string {
 	return fmt.Sprintf("the first %s failed with errors and none completed: nothing could connect", plural(b.rec.target, "attempt"))
 }
 
+// over reports whether the run has ended (see cutShort).
+func (b *bench) over() bool { return cutShort(b.ctx, time.Now()) }
+
 // elapsed is the run's length, at most its Duration.
 func (b *bench) elapsed() time.Duration { return min(time.Since(b.started), b.o.Duration) }
 
@@ -108,6 +111,10 @@ func (b *bench) dialBounded(sem chan struct{}) *websocket.Conn {
 // the run, not the server, stopped it.
 func (b *bench) dial(ctx context.Context, reconnect bool) (*websocket.Conn, *http.Response, error) {
 	start := time.Now()
+	if cutShort(ctx, start) {
+		// The run is over, but ctx's timer has not fired yet: no attempt.
+		return nil, nil, context.DeadlineExceeded
+	}
 	b.rec.attempt(start, reconnect)
 	dctx, cancel := context.WithTimeoutCause(ctx, b.o.DialTimeout, errDialTimeout)
 	defer cancel()
@@ -136,12 +143,13 @@ func (b *bench) dial(ctx context.Context, reconnect bool) (*websocket.Conn, *htt
 	return c, resp, nil
 }
 
-// cutShort reports whether a dial that failed at now was stopped by the
-// end of ctx rather than failing on its own: ctx has ended, or its
-// deadline has passed. The second case matters: the socket deadline Dial
-// derives from ctx fires at the deadline itself, a moment before ctx's
-// own timer marks it done, and such a dial would otherwise count as a
-// server timeout.
+// cutShort reports whether ctx is over at now: it has ended, or its
+// deadline has passed. The second case matters: ctx's own timer marks it
+// done a moment after the deadline (longer on a busy machine), while the
+// socket deadline Dial derives from ctx fires at the deadline itself. A
+// dial that fails then was stopped by the run's end, not by the server,
+// and a worker that looped on ctx.Err() alone would meanwhile start dial
+// after dial that fails at once, each counted as a server timeout.
 func cutShort(ctx context.Context, now time.Time) bool {
 	if ctx.Err() != nil {
 		return true

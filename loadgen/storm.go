@@ -227,12 +227,12 @@ func (b *bench) stormClient(ctx context.Context, policy Policy, backoff reconnec
 	pol := reconnect.Policy{Backoff: backoff, Persistent: true}
 	sched := reconnect.NewSchedule(pol, nil, time.Now())
 	again := false
-	for ctx.Err() == nil {
+	for !cutShort(ctx, time.Now()) {
 		c, resp, err := b.dial(ctx, again)
 		again = true
 		var d reconnect.Decision
 		if err != nil {
-			if ctx.Err() != nil {
+			if cutShort(ctx, time.Now()) {
 				return
 			}
 			d = decideDialError(pol, err, resp, time.Now())
