@@ -31,10 +31,11 @@
 // Rates are per second of the run's wall time (Run.Seconds). Handshakes
 // count upgrades: Completed includes refusals by upgrade-then-close (1013
 // Try Again Later), which then appear among the close codes with "by
-// server"; Failed counts dials without a 101 answer, which are refusals
-// (HTTP 429 or 503) or errors (no answer, a TLS failure, or an HTTP answer
-// that is not a WebSocket endpoint's); CutOff counts dials the run's own end
-// interrupted, which are neither. PeakPerSecond is the busiest 100 ms (a
+// server"; Failed counts dials without a 101 answer; Errors the failed
+// dials that were not the server's refusals (HTTP 429 or 503): no answer,
+// a TLS failure, or an HTTP answer that is not a WebSocket endpoint's;
+// CutOff counts dials the run's own end interrupted, which are neither
+// completed nor failed. PeakPerSecond is the busiest 100 ms (a
 // sliding window) scaled to a second. Echo latency is from the send (or the
 // due time, with a Rate) to the echo's arrival. Memory per connection is the
 // growth of heap plus goroutine stacks divided by the connections held, and

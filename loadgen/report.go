@@ -341,6 +341,8 @@ type CheckError struct {
 	Why string
 }
 
+// Error says in one line which condition failed, with the counts and the
+// causes.
 func (e *CheckError) Error() string {
 	var b strings.Builder
 	if e.Mode == "storm" {
