@@ -79,6 +79,7 @@ func Idle(ctx context.Context, o IdleOptions) (*Report, error) {
 	cpu := startCPU()
 	b := newBench(ctx, "idle", "idle", o.Options, o.URL, o.Conns)
 	defer b.cancel()
+	b.phase.Store("connecting")
 	stopProgress := b.startProgress()
 	src := memSource{metricsURL: o.MetricsURL}
 	before, berr := src.read(b.ctx)
@@ -113,17 +114,23 @@ func Idle(ctx context.Context, o IdleOptions) (*Report, error) {
 		case <-b.ctx.Done():
 		}
 	}
+	b.phase.Store("settling")
 	sleepCtx(b.ctx, o.Settle)
 	held := int(b.rec.liveOpen.Load())
-	mctx := b.ctx
+	var after memSet
+	var aerr error
 	if b.ctx.Err() != nil {
-		// The run is over; the connections stay open until their sessions
-		// close them, so measure now, on a context of its own.
-		var mcancel context.CancelFunc
-		mctx, mcancel = context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer mcancel()
+		// The connections are closing already: a reading now would
+		// measure them half gone.
+		aerr = fmt.Errorf("the run ended after %.1fs, before every connection was open and had settled (%d of %d open): give it a longer duration",
+			time.Since(b.started).Seconds(), held, o.Conns)
+	} else {
+		b.phase.Store("measuring")
+		if after, aerr = src.read(b.ctx); aerr != nil {
+			aerr = fmt.Errorf("the reading once the connections were open failed: %w", aerr)
+		}
 	}
-	after, aerr := src.read(mctx)
+	b.phase.Store("holding")
 	<-b.ctx.Done()
 	b.wg.Wait()
 	stopProgress()
@@ -207,7 +214,7 @@ func (s memSource) memory(before, after memSet, afterErr error, held int) *Memor
 	}
 	switch {
 	case afterErr != nil:
-		m.Withheld = fmt.Sprintf("the second reading failed: %v", afterErr)
+		m.Withheld = afterErr.Error()
 		return m
 	case held == 0:
 		m.Withheld = "no connection was open"

@@ -257,16 +257,34 @@ func TestCheckThreshold(t *testing.T) {
 	}
 }
 
+// idleUntilMeasured runs Idle and ends it as soon as the figures are
+// taken (Progress phase "holding"), however long connecting took on a
+// busy machine.
+func idleUntilMeasured(t *testing.T, o IdleOptions) *Report {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	o.Duration = 30 * time.Second
+	o.ProgressInterval = 10 * time.Millisecond
+	o.Progress = func(p Progress) {
+		if p.Phase == "holding" {
+			cancel()
+		}
+	}
+	rep, err := Idle(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rep
+}
+
 func TestIdle(t *testing.T) {
 	srv := startTestServer(t, shed.Limits{})
 	t.Run("this process, 100 connections", func(t *testing.T) {
 		// No metrics URL: the figures are this process's, which holds both
 		// ends of every connection; after a collection they are right at
 		// 100 connections (the case that printed −6.9 KiB).
-		rep, err := Idle(context.Background(), IdleOptions{Options: Options{URL: srv.url("/echo"), Conns: 100, Duration: 1500 * time.Millisecond}, Settle: 50 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
+		rep := idleUntilMeasured(t, IdleOptions{Options: Options{URL: srv.url("/echo"), Conns: 100}, Settle: 50 * time.Millisecond})
 		m := rep.Runs[0].Memory
 		if m == nil || m.Source != "client" || m.Connections != 100 {
 			t.Fatalf("memory = %+v, want this process's figures for 100 connections", m)
@@ -284,15 +302,21 @@ func TestIdle(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	t.Run("the server, too few connections for its noise", func(t *testing.T) {
-		rep, err := Idle(context.Background(), IdleOptions{
-			Options:    Options{URL: srv.url("/echo"), Conns: 20, Duration: 1500 * time.Millisecond},
-			MetricsURL: "http://" + srv.addr() + "/metrics",
-			Settle:     50 * time.Millisecond,
-		})
+	t.Run("the run ends before the connections settle", func(t *testing.T) {
+		rep, err := Idle(context.Background(), IdleOptions{Options: Options{URL: srv.url("/echo"), Conns: 5, Duration: 300 * time.Millisecond}, Settle: time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
+		if m := rep.Runs[0].Memory; m.PerConnection != nil || !contains(m.Withheld, "before every connection was open and had settled") {
+			t.Errorf("memory = %+v, want no figure from connections that were closing", m)
+		}
+	})
+	t.Run("the server, too few connections for its noise", func(t *testing.T) {
+		rep := idleUntilMeasured(t, IdleOptions{
+			Options:    Options{URL: srv.url("/echo"), Conns: 20},
+			MetricsURL: "http://" + srv.addr() + "/metrics",
+			Settle:     50 * time.Millisecond,
+		})
 		m := rep.Runs[0].Memory
 		if m == nil || m.Source != "server" || m.Connections != 20 || m.ServerConnections == nil || *m.ServerConnections != 20 {
 			t.Fatalf("memory = %+v, want the server's figures for 20 connections", m)

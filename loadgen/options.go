@@ -67,8 +67,10 @@ type Progress struct {
 	// Mode is "echo", "connect", "storm" or "idle"; Run is the run's name
 	// (the policy, for a storm).
 	Mode, Run string
-	// Phase is a restart storm's stage: "connecting", "connected",
-	// "draining", "down", "back" or "closing"; "" otherwise.
+	// Phase is the run's stage: for a restart storm "connecting",
+	// "connected", "draining", "down", "back" or "closing"; for Idle
+	// "connecting", "settling", "measuring", then "holding" once the
+	// figures are taken (a caller may end the run then); "" otherwise.
 	Phase string
 	// Elapsed is the time since the run started; Duration its bound.
 	Elapsed, Duration time.Duration
@@ -84,8 +86,11 @@ type Progress struct {
 func (p Progress) String() string {
 	s := fmt.Sprintf("%5.1fs/%v  open %d/%d  handshakes %d  failed %d  closed %d  msgs %d",
 		p.Elapsed.Seconds(), p.Duration, p.Open, p.Target, p.Handshakes, p.Failures, p.Closes, p.Messages)
-	if p.Mode == "storm" {
+	switch {
+	case p.Mode == "storm":
 		s = fmt.Sprintf("%s [%s] %s", p.Run, p.Phase, s)
+	case p.Phase != "":
+		s = fmt.Sprintf("[%s] %s", p.Phase, s)
 	}
 	return s
 }

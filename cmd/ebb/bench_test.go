@@ -95,7 +95,7 @@ func TestBenchModes(t *testing.T) {
 		},
 		{
 			name: "idle reads the server's memory",
-			args: []string{"idle", "-c", "20", "-d", "800ms", "--settle", "50ms", url},
+			args: []string{"idle", "-c", "20", "-d", "3s", "--settle", "50ms", url},
 			check: func(t *testing.T, rep *loadgen.Report, _ string) {
 				m := rep.Runs[0].Memory
 				if m == nil || m.Source != "server" || m.Connections != 20 || m.ServerConnections == nil || *m.ServerConnections != 20 {
