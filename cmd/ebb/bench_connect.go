@@ -1,17 +1,13 @@
 package main
 
 import (
-	"context"
-	"time"
-
 	"github.com/spf13/cobra"
 
-	"github.com/ebb-ws/ebb/closecode"
-	"github.com/ebb-ws/ebb/websocket"
+	"github.com/ebb-ws/ebb/loadgen"
 )
 
 func newBenchConnectCmd(e *env, o *benchOptions) *cobra.Command {
-	var rate float64
+	var co loadgen.ConnectOptions
 	cmd := &cobra.Command{
 		Use:   "connect URL",
 		Short: "Measure how many WebSocket handshakes per second a server sustains",
@@ -22,6 +18,8 @@ handshake latency percentiles, and what refused handshakes answered
 (HTTP status, or the close code of an upgrade-then-close refusal such as
 1013 Try Again Later). A refused attempt is followed by the next one at
 once: connect measures the server, not a polite client (see "storm").
+Dials still in progress when --duration ends are reported as cut off,
+not as failures.
 
 --rate caps the attempts per second over all workers, to find the rate
 at which a server starts refusing.`,
@@ -32,72 +30,20 @@ at which a server starts refusing.`,
 			if err := o.check(1); err != nil {
 				return err
 			}
-			if rate < 0 {
-				return usagef("bench connect: --rate %v: want handshakes per second, or 0 for no cap", rate)
+			if co.Rate < 0 {
+				return usagef("--rate %v: want handshakes per second, or 0 for no cap", co.Rate)
 			}
-			dopts, err := o.dialOptions(false)
-			if err != nil {
+			var (
+				live *benchLive
+				err  error
+			)
+			if co.Options, live, err = o.options(e, args[0], false); err != nil {
 				return err
 			}
-			return o.output(e, runConnect(cmd.Context(), e, o, rate, args[0], dopts))
+			rep, err := loadgen.Connect(cmd.Context(), co)
+			return o.output(e, cmd, rep, live, err)
 		},
 	}
-	cmd.Flags().Float64Var(&rate, "rate", 0, "most connection attempts per second over all workers (0: no cap)")
+	cmd.Flags().Float64Var(&co.Rate, "rate", 0, "most connection attempts per second over all workers (0: no cap)")
 	return cmd
-}
-
-// runConnect runs the connect mode until --duration passes or ctx ends.
-func runConnect(ctx context.Context, e *env, o *benchOptions, rate float64, rawURL string, dopts *websocket.DialOptions) *benchReport {
-	cpu := startCPU()
-	b := newBench(e, o, rawURL, dopts, o.conns)
-	runCtx, cancel := context.WithTimeout(ctx, o.duration)
-	defer cancel()
-	prog := startProgress(e, func(el time.Duration) string { return b.rec.liveLine(el, o.duration) })
-	var tokens <-chan time.Time
-	if rate > 0 {
-		t := time.NewTicker(time.Duration(float64(time.Second) / rate))
-		defer t.Stop()
-		tokens = t.C
-	}
-	for range o.conns {
-		b.wg.Add(1)
-		go func() {
-			defer b.wg.Done()
-			again := false
-			for runCtx.Err() == nil {
-				if tokens != nil {
-					select {
-					case <-tokens:
-					case <-runCtx.Done():
-						return
-					}
-				}
-				c, _, err := b.dial(runCtx, again)
-				again = true
-				if err != nil {
-					continue
-				}
-				b.session(runCtx, c, closeAtOnce)
-			}
-		}()
-	}
-	b.wg.Wait()
-	elapsed := min(time.Since(b.started), o.duration)
-	prog.end()
-	run := b.rec.report("connect", elapsed)
-	return b.finish(ctx, "connect", []runReport{run}, cpu.clientReport([]runReport{run}, false))
-}
-
-// closeAtOnce ends a connection with 1000 right after the handshake. A
-// server that closed first (a refusal with 1013) is read and reported as
-// such.
-func closeAtOnce(_ context.Context, bc *benchConn) error {
-	err := bc.Close(closecode.NormalClosure, "")
-	if ce := bc.CloseReceived(); ce != nil && ce.Code != closecode.NormalClosure {
-		return ce
-	}
-	if err != nil {
-		return err
-	}
-	return &websocket.CloseError{Code: closecode.NormalClosure}
 }

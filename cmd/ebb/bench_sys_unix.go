@@ -2,23 +2,11 @@
 
 package main
 
-import (
-	"syscall"
-	"time"
-)
+import "syscall"
 
 // fdReserve is what a bench process needs besides its connections:
 // standard streams, the Go runtime's poller, DNS, the plot file.
 const fdReserve = 64
-
-// fileLimit returns RLIMIT_NOFILE's soft and hard limits.
-func fileLimit() (soft, hard uint64) {
-	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
-		return 0, 0
-	}
-	return uint64(rl.Cur), uint64(rl.Max)
-}
 
 // checkFileLimit makes room for fds file descriptors plus a reserve. Go
 // already raises the soft limit to the hard one at start on Linux; when
@@ -35,9 +23,7 @@ func checkFileLimit(fds int) error {
 	}
 	want := rl
 	want.Cur = need
-	if uint64(want.Max) < need {
-		want.Max = need
-	}
+	want.Max = max(want.Max, need)
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err == nil {
 		return nil
 	}
@@ -47,15 +33,6 @@ func checkFileLimit(fds int) error {
 			return nil
 		}
 	}
-	return usagef("bench: %d connections need about %d file descriptors, but the open-file limit is %d (hard limit %d) and cannot be raised by this process; raise it with 'ulimit -n %d' (as root for the hard limit) or use fewer connections",
-		fds, need, uint64(rl.Cur), uint64(rl.Max), need)
-}
-
-// processCPU returns the user plus system CPU time this process has used.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return usagef("%s need about %d file descriptors, but the open-file limit is %d (hard limit %d) and cannot be raised by this process; raise it with 'ulimit -n %d' (as root for the hard limit) or use fewer connections",
+		plural(fds, "connection"), need, uint64(rl.Cur), uint64(rl.Max), need)
 }

@@ -1,6 +1,8 @@
-package main
+package loadgen
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"math"
 	"net"
@@ -18,7 +20,7 @@ import (
 	"github.com/ebb-ws/ebb/websocket"
 )
 
-// bucketWidth is the resolution of the bench timeline: handshake rates are
+// bucketWidth is the resolution of the timeline: handshake rates are
 // counted per 100 ms so that a storm's peak is not averaged away.
 const bucketWidth = 100 * time.Millisecond
 
@@ -42,18 +44,18 @@ func recordDur(h *hdrhistogram.Histogram, d time.Duration) {
 	_ = h.RecordValue(us) // cannot fail: us is within range
 }
 
-// summarize turns a histogram of microseconds into the report's
-// percentiles, in milliseconds. It returns nil for an empty histogram so
-// that the JSON leaves the section out instead of reporting zeros.
-func summarize(h *hdrhistogram.Histogram) *latencyReport {
+// summarize turns a histogram of microseconds into percentiles in
+// milliseconds. It returns nil for an empty histogram so that the JSON
+// leaves the section out instead of reporting zeros.
+func summarize(h *hdrhistogram.Histogram) *Latency {
 	if h == nil || h.TotalCount() == 0 {
 		return nil
 	}
-	ms := func(us int64) float64 { return float64(us) / 1000 }
-	return &latencyReport{
+	ms := func(us int64) float64 { return roundMs(float64(us) / 1000) }
+	return &Latency{
 		Count: h.TotalCount(),
 		Min:   ms(h.Min()),
-		Mean:  math.Round(h.Mean()) / 1000,
+		Mean:  roundMs(math.Round(h.Mean()) / 1000),
 		P50:   ms(h.ValueAtQuantile(50)),
 		P90:   ms(h.ValueAtQuantile(90)),
 		P99:   ms(h.ValueAtQuantile(99)),
@@ -69,6 +71,15 @@ type msgBucket struct {
 	latSum float64 // µs
 	latN   uint64
 	latMax int64 // µs
+}
+
+// add folds o into b.
+func (b *msgBucket) add(o msgBucket) {
+	b.msgs += o.msgs
+	b.bytes += o.bytes
+	b.latSum += o.latSum
+	b.latN += o.latN
+	b.latMax = max(b.latMax, o.latMax)
 }
 
 // msgStats is the message traffic of one connection. It belongs to the
@@ -100,20 +111,26 @@ func (m *msgStats) received(now time.Time, n int, lat time.Duration) {
 	m.recvB += uint64(n)
 	m.liveMsgs.Add(1)
 	recordDur(m.lat, lat)
-	i := int(now.Sub(m.start) / bucketWidth)
-	if i < 0 {
-		i = 0
-	}
+	i := max(int(now.Sub(m.start)/bucketWidth), 0)
 	for len(m.buckets) <= i {
 		m.buckets = append(m.buckets, msgBucket{})
 	}
-	b := &m.buckets[i]
-	b.msgs++
-	b.bytes += uint64(n)
 	us := max(lat.Microseconds(), 1)
-	b.latSum += float64(us)
-	b.latN++
-	b.latMax = max(b.latMax, us)
+	m.buckets[i].add(msgBucket{msgs: 1, bytes: uint64(n), latSum: float64(us), latN: 1, latMax: us})
+}
+
+// mergeFrom folds another half of the same connection's stats (the
+// reader's, at a fixed rate) into m; o's goroutine has stopped.
+func (m *msgStats) mergeFrom(o *msgStats) {
+	m.lat.Merge(o.lat)
+	m.recv += o.recv
+	m.recvB += o.recvB
+	for len(m.buckets) < len(o.buckets) {
+		m.buckets = append(m.buckets, msgBucket{})
+	}
+	for i, ob := range o.buckets {
+		m.buckets[i].add(ob)
+	}
 }
 
 // bucket is one 100 ms slot of the timeline.
@@ -131,7 +148,7 @@ type bucket struct {
 // codeKey groups connection endings by code and by who chose the code.
 type codeKey struct {
 	code closecode.Code
-	by   string // "server", "client" (this bench), or "local" (no Close frame)
+	by   string // "server", "client" (this run), or "local" (no Close frame)
 }
 
 // recorder collects what every connection and every attempt did. It is
@@ -140,6 +157,10 @@ type codeKey struct {
 type recorder struct {
 	start  time.Time
 	target int // connections the run aims to hold (for "all connected")
+
+	// onNothing is called once, with the lock held, when target attempts
+	// have failed with errors and none has completed: nothing can connect.
+	onNothing func()
 
 	// Live counters for the progress line.
 	liveOpen       atomic.Int64
@@ -154,7 +175,8 @@ type recorder struct {
 	buckets     []bucket
 	codes       map[codeKey]uint64
 	statuses    map[int]uint64
-	errs        map[string]*errorCount
+	errs        map[string]*ErrorCount
+	exts        map[string]uint64 // negotiated Sec-WebSocket-Extensions per connection
 	handshake   *hdrhistogram.Histogram
 	lat         *hdrhistogram.Histogram
 	delays      *hdrhistogram.Histogram
@@ -162,6 +184,12 @@ type recorder struct {
 	sentB       uint64
 	recvB       uint64
 	attempts    uint64 // dials started
+	completed   uint64 // upgrades completed
+	failures    uint64 // dials that failed
+	errCount    uint64 // failed dials that were not the server's refusals
+	cutOffs     uint64 // dials the run's end interrupted
+	down        bool   // a restart storm's turbulence: failures are not errors
+	nothing     bool   // onNothing has fired
 	reconnects  uint64 // dials after the first one of a client
 	gaveUp      uint64
 	hsPerMs     []uint32  // completed handshakes per millisecond, for the sliding peak
@@ -177,7 +205,8 @@ func newRecorder(start time.Time, target int) *recorder {
 		target:    target,
 		codes:     map[codeKey]uint64{},
 		statuses:  map[int]uint64{},
-		errs:      map[string]*errorCount{},
+		errs:      map[string]*ErrorCount{},
+		exts:      map[string]uint64{},
 		handshake: newHist(),
 		lat:       newHist(),
 		delays:    newHist(),
@@ -186,10 +215,7 @@ func newRecorder(start time.Time, target int) *recorder {
 
 // bucketLocked returns the timeline slot for t, growing the timeline.
 func (r *recorder) bucketLocked(t time.Time) *bucket {
-	i := int(t.Sub(r.start) / bucketWidth)
-	if i < 0 {
-		i = 0
-	}
+	i := max(int(t.Sub(r.start)/bucketWidth), 0)
 	for len(r.buckets) <= i {
 		r.buckets = append(r.buckets, bucket{})
 	}
@@ -216,6 +242,7 @@ func (r *recorder) opened(t time.Time, d time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	recordDur(r.handshake, d)
+	r.completed++
 	r.statuses[http.StatusSwitchingProtocols]++
 	r.open++
 	r.peakOpen = max(r.peakOpen, r.open)
@@ -231,29 +258,72 @@ func (r *recorder) opened(t time.Time, d time.Duration) {
 	}
 }
 
+// negotiated records the extensions a connection that stays open agreed
+// on ("" for none).
+func (r *recorder) negotiated(ext string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.exts[ext]++
+}
+
+// isRefusal reports whether an HTTP status is a server's overload refusal
+// (which a run measures) rather than an error.
+func isRefusal(status int) bool {
+	return status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable
+}
+
 // failed records a dial or handshake that failed at t with err; resp is
 // the HTTP answer when there was one.
 func (r *recorder) failed(t time.Time, err error, resp *http.Response) {
 	r.liveFailures.Add(1)
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.failures++
 	r.bucketLocked(t).failures++
+	status := 0
 	var he *websocket.HandshakeError
 	switch {
 	case errors.As(err, &he) && he.StatusCode != 0:
-		r.statuses[he.StatusCode]++
-		return
+		status = he.StatusCode
 	case resp != nil && resp.StatusCode != http.StatusSwitchingProtocols:
-		r.statuses[resp.StatusCode]++
+		status = resp.StatusCode
+	}
+	if status != 0 {
+		r.statuses[status]++
+	} else {
+		kind := errorKind(err)
+		e := r.errs[kind]
+		if e == nil {
+			e = &ErrorCount{Kind: kind, Example: err.Error()}
+			r.errs[kind] = e
+		}
+		e.Count++
+	}
+	if isRefusal(status) || r.down {
 		return
 	}
-	kind := errorKind(err)
-	e := r.errs[kind]
-	if e == nil {
-		e = &errorCount{Kind: kind, Example: err.Error()}
-		r.errs[kind] = e
+	r.errCount++
+	if !r.nothing && r.completed == 0 && r.errCount >= uint64(r.target) && r.onNothing != nil {
+		r.nothing = true
+		r.onNothing()
 	}
-	e.Count++
+}
+
+// cutOff records a dial that the run's end interrupted at t.
+func (r *recorder) cutOff(time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cutOffs++
+}
+
+// setDown marks a restart storm's turbulence, from the drain until every
+// client is back: the server is down on purpose, then flooded by the
+// clients' return (resets and refusals are what the storm measures), so
+// failures then are not errors.
+func (r *recorder) setDown(down bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.down = down
 }
 
 // closed records that an open connection ended at t with code, chosen by
@@ -322,19 +392,42 @@ func (r *recorder) merge(m *msgStats) {
 		if mb.msgs == 0 {
 			continue
 		}
-		b := r.bucketLocked(r.start.Add(time.Duration(i) * bucketWidth))
-		b.msgs += mb.msgs
-		b.bytes += mb.bytes
-		b.latSum += mb.latSum
-		b.latN += mb.latN
-		b.latMax = max(b.latMax, mb.latMax)
+		r.bucketLocked(r.start.Add(time.Duration(i) * bucketWidth)).add(mb)
 	}
 }
+
+// progress is a snapshot for Options.Progress.
+func (r *recorder) progress() Progress {
+	return Progress{
+		Open:       int(r.liveOpen.Load()),
+		Target:     r.target,
+		Handshakes: r.liveHandshakes.Load(),
+		Failures:   r.liveFailures.Load(),
+		Closes:     r.liveCloses.Load(),
+		Messages:   r.liveMsgs.Load(),
+	}
+}
+
+// Error kinds that mean the client machine, not the server, ran out.
+const (
+	errKindNoPorts = "no local address (EADDRNOTAVAIL)"
+	errKindNoFiles = "too many open files (EMFILE)"
+)
+
+var errDialTimeout = errors.New("the handshake did not finish within the dial timeout")
 
 // errorKind names the class of a dial error for the report. The classes
 // that point at the client itself (no local ports, no file descriptors)
 // get names the bottleneck check looks for.
 func errorKind(err error) string {
+	var (
+		rhe tls.RecordHeaderError
+		ae  tls.AlertError
+		cve *tls.CertificateVerificationError
+		uae x509.UnknownAuthorityError
+		hne x509.HostnameError
+		cie x509.CertificateInvalidError
+	)
 	switch {
 	case errors.Is(err, syscall.EADDRNOTAVAIL):
 		return errKindNoPorts
@@ -346,6 +439,15 @@ func errorKind(err error) string {
 		return "connection reset"
 	case errors.Is(err, syscall.EPIPE):
 		return "broken pipe"
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return "host unreachable"
+	case errors.As(err, &rhe), errors.As(err, &ae), errors.As(err, &cve),
+		errors.As(err, &uae), errors.As(err, &hne), errors.As(err, &cie):
+		return "TLS handshake failed"
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) && !dnsErr.IsTimeout {
+		return "host not found"
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
@@ -365,51 +467,43 @@ func errorKind(err error) string {
 	return "other"
 }
 
-// Error kinds that mean the client machine, not the server, ran out.
-const (
-	errKindNoPorts = "no local address (EADDRNOTAVAIL)"
-	errKindNoFiles = "too many open files (EMFILE)"
-)
-
-var errDialTimeout = errors.New("the handshake did not finish within --dial-timeout")
-
 // timelineLocked turns the buckets into report points, carrying the open
 // count over slots without events.
-func (r *recorder) timelineLocked(elapsed time.Duration) []timelinePoint {
+func (r *recorder) timelineLocked(elapsed time.Duration) []Point {
 	n := int((elapsed + bucketWidth - 1) / bucketWidth)
 	n = max(n, len(r.buckets))
-	points := make([]timelinePoint, n)
+	points := make([]Point, n)
 	open := 0
 	perSec := float64(time.Second / bucketWidth)
 	for i := range points {
 		p := &points[i]
-		p.T = float64(i) * bucketWidth.Seconds()
-		if i < len(r.buckets) {
-			b := r.buckets[i]
-			if b.touched {
-				p.OpenMax = b.openMax
-				open = b.openEnd
-			} else {
-				p.OpenMax = open
-			}
-			p.Open = open
-			p.Attempts = b.attempts
-			p.Handshakes = b.handshakes
-			p.HandshakesPerSec = float64(b.handshakes) * perSec
-			p.Failures = b.failures
-			p.Messages = b.msgs
-			if b.latN > 0 {
-				p.LatencyMeanMs = b.latSum / float64(b.latN) / 1000
-				p.LatencyMaxMs = float64(b.latMax) / 1000
-			}
-			if len(b.closes) > 0 {
-				p.Closes = map[string]uint64{}
-				for c, k := range b.closes {
-					p.Closes[strconv.Itoa(int(c))] = k
-				}
-			}
-		} else {
+		p.T = roundSeconds(float64(i) * bucketWidth.Seconds())
+		if i >= len(r.buckets) {
 			p.Open, p.OpenMax = open, open
+			continue
+		}
+		b := r.buckets[i]
+		if b.touched {
+			p.OpenMax = b.openMax
+			open = b.openEnd
+		} else {
+			p.OpenMax = open
+		}
+		p.Open = open
+		p.Attempts = b.attempts
+		p.Handshakes = b.handshakes
+		p.HandshakesPerSec = roundRate(float64(b.handshakes) * perSec)
+		p.Failures = b.failures
+		p.Messages = b.msgs
+		if b.latN > 0 {
+			p.LatencyMeanMs = roundMs(b.latSum / float64(b.latN) / 1000)
+			p.LatencyMaxMs = roundMs(float64(b.latMax) / 1000)
+		}
+		if len(b.closes) > 0 {
+			p.Closes = map[string]uint64{}
+			for c, k := range b.closes {
+				p.Closes[strconv.Itoa(int(c))] = k
+			}
 		}
 	}
 	return points
@@ -428,10 +522,10 @@ func countMs(perMs []uint32, d time.Duration) []uint32 {
 	return perMs
 }
 
-// peakWindow returns the most handshakes completed within any 100 ms
-// (bucketWidth) window that starts at or after from, as a rate per
-// second, and when that window starts. A sliding window, unlike fixed
-// buckets, does not halve a burst that straddles a bucket boundary.
+// peakWindow returns the most events within any 100 ms (bucketWidth)
+// window that starts at or after from, as a rate per second, and when that
+// window starts. A sliding window, unlike fixed buckets, does not halve a
+// burst that straddles a bucket boundary.
 func peakWindow(perMs []uint32, from time.Duration) (rate float64, at time.Duration) {
 	w := int(bucketWidth / time.Millisecond)
 	first := max(int(from/time.Millisecond), 0)
@@ -454,11 +548,11 @@ func peakWindow(perMs []uint32, from time.Duration) (rate float64, at time.Durat
 }
 
 // codesLocked returns connection endings sorted by count, then code.
-func (r *recorder) codesLocked() []codeCount {
-	out := make([]codeCount, 0, len(r.codes))
+func (r *recorder) codesLocked() []CloseCount {
+	out := make([]CloseCount, 0, len(r.codes))
 	for k, n := range r.codes {
 		info := closecode.Lookup(k.code)
-		out = append(out, codeCount{Code: int(k.code), Name: info.Name, By: k.by, Retry: info.Retry.String(), Count: n})
+		out = append(out, CloseCount{Code: int(k.code), Name: info.Name, By: k.by, Retry: info.Retry.String(), Count: n})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Count != out[j].Count {
@@ -472,17 +566,17 @@ func (r *recorder) codesLocked() []codeCount {
 	return out
 }
 
-func (r *recorder) statusesLocked() []statusCount {
-	out := make([]statusCount, 0, len(r.statuses))
+func (r *recorder) statusesLocked() []StatusCount {
+	out := make([]StatusCount, 0, len(r.statuses))
 	for s, n := range r.statuses {
-		out = append(out, statusCount{Status: s, Text: http.StatusText(s), Count: n})
+		out = append(out, StatusCount{Status: s, Text: http.StatusText(s), Count: n})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Status < out[j].Status })
 	return out
 }
 
-func (r *recorder) errorsLocked() []errorCount {
-	out := make([]errorCount, 0, len(r.errs))
+func (r *recorder) errorsLocked() []ErrorCount {
+	out := make([]ErrorCount, 0, len(r.errs))
 	for _, e := range r.errs {
 		out = append(out, *e)
 	}
@@ -493,4 +587,58 @@ func (r *recorder) errorsLocked() []errorCount {
 		return out[i].Kind < out[j].Kind
 	})
 	return out
+}
+
+// compressionLocked summarizes what the connections negotiated.
+func (r *recorder) compressionLocked() *Compression {
+	c := &Compression{Parameters: []ExtensionCount{}}
+	for ext, n := range r.exts {
+		if ext == "" {
+			c.Declined += n
+			continue
+		}
+		c.Negotiated += n
+		c.Parameters = append(c.Parameters, ExtensionCount{Extensions: ext, Count: n})
+	}
+	sort.Slice(c.Parameters, func(i, j int) bool {
+		if c.Parameters[i].Count != c.Parameters[j].Count {
+			return c.Parameters[i].Count > c.Parameters[j].Count
+		}
+		return c.Parameters[i].Extensions < c.Parameters[j].Extensions
+	})
+	return c
+}
+
+// report builds the report of the run the recorder watched, elapsed long.
+func (r *recorder) report(name string, elapsed time.Duration) Run {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	secs := elapsed.Seconds()
+	rr := Run{
+		Name:         name,
+		Seconds:      roundSeconds(secs),
+		Connections:  Connections{Target: r.target, Peak: r.peakOpen, OpenAtEnd: r.open},
+		CloseCodes:   r.codesLocked(),
+		HTTPStatuses: r.statusesLocked(),
+		Errors:       r.errorsLocked(),
+		Timeline:     r.timelineLocked(elapsed),
+	}
+	rr.Handshakes = Handshakes{
+		Attempts: r.attempts, Completed: r.completed, Failed: r.failures,
+		Errors: r.errCount, CutOff: r.cutOffs, Latency: summarize(r.handshake),
+	}
+	if secs > 0 {
+		rr.Handshakes.PerSecond = roundRate(float64(r.completed) / secs)
+	}
+	rate, at := peakWindow(r.hsPerMs, 0)
+	rr.Handshakes.PeakPerSecond, rr.Handshakes.PeakAtSeconds = roundRate(rate), roundSeconds(at.Seconds())
+	if r.sent > 0 || r.recv > 0 {
+		rr.Messages = &Messages{Sent: r.sent, Received: r.recv}
+		if secs > 0 {
+			rr.Messages.PerSecond = roundRate(float64(r.recv) / secs)
+			rr.Messages.BytesPerSecond = roundRate(float64(r.recvB) / secs)
+		}
+		rr.Latency = summarize(r.lat)
+	}
+	return rr
 }

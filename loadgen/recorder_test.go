@@ -1,4 +1,4 @@
-package main
+package loadgen
 
 import (
 	"errors"
@@ -6,7 +6,6 @@ import (
 	"math"
 	"net"
 	"os"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -25,7 +24,7 @@ func TestSummarizePercentiles(t *testing.T) {
 	tests := []struct {
 		name   string
 		values func(record func(time.Duration))
-		want   latencyReport // milliseconds
+		want   Latency // milliseconds
 	}{
 		{
 			name: "uniform 1..10000 µs",
@@ -34,7 +33,7 @@ func TestSummarizePercentiles(t *testing.T) {
 					rec(time.Duration(i) * time.Microsecond)
 				}
 			},
-			want: latencyReport{Count: 10000, Min: 0.001, Mean: 5.0005, P50: 5, P90: 9, P99: 9.9, P999: 9.99, Max: 10},
+			want: Latency{Count: 10000, Min: 0.001, Mean: 5.0005, P50: 5, P90: 9, P99: 9.9, P999: 9.99, Max: 10},
 		},
 		{
 			name: "constant 2 ms",
@@ -43,7 +42,7 @@ func TestSummarizePercentiles(t *testing.T) {
 					rec(2 * time.Millisecond)
 				}
 			},
-			want: latencyReport{Count: 500, Min: 2, Mean: 2, P50: 2, P90: 2, P99: 2, P999: 2, Max: 2},
+			want: Latency{Count: 500, Min: 2, Mean: 2, P50: 2, P90: 2, P99: 2, P999: 2, Max: 2},
 		},
 		{
 			name: "tail: 990 × 1 ms, 10 × 1 s",
@@ -55,7 +54,7 @@ func TestSummarizePercentiles(t *testing.T) {
 					rec(time.Second)
 				}
 			},
-			want: latencyReport{Count: 1000, Min: 1, Mean: 10.99, P50: 1, P90: 1, P99: 1, P999: 1000, Max: 1000},
+			want: Latency{Count: 1000, Min: 1, Mean: 10.99, P50: 1, P90: 1, P99: 1, P999: 1000, Max: 1000},
 		},
 		{
 			name: "outliers are clamped into range, not dropped",
@@ -63,7 +62,7 @@ func TestSummarizePercentiles(t *testing.T) {
 				rec(0)
 				rec(time.Hour)
 			},
-			want: latencyReport{Count: 2, Min: 0.001, Mean: 300000, P50: 0.001, P90: 600000, P99: 600000, P999: 600000, Max: 600000},
+			want: Latency{Count: 2, Min: 0.001, Mean: 300000, P50: 0.001, P90: 600000, P99: 600000, P999: 600000, Max: 600000},
 		},
 	}
 	for _, tt := range tests {
@@ -180,7 +179,7 @@ func TestRecorderTimeline(t *testing.T) {
 	if at, ok := r.full(); !ok || at != 460*time.Millisecond {
 		t.Errorf("full() = %v, %v; want 460ms, true", at, ok)
 	}
-	if len(rep.CloseCodes) != 1 || rep.CloseCodes[0] != (codeCount{Code: 1012, Name: "Service Restart", By: "server", Retry: closecode.Lookup(1012).Retry.String(), Count: 2}) {
+	if len(rep.CloseCodes) != 1 || rep.CloseCodes[0] != (CloseCount{Code: 1012, Name: "Service Restart", By: "server", Retry: closecode.Lookup(1012).Retry.String(), Count: 2}) {
 		t.Errorf("close codes = %+v", rep.CloseCodes)
 	}
 	if len(rep.Errors) != 1 || rep.Errors[0].Kind != "connection refused" || rep.Errors[0].Count != 1 {
@@ -212,8 +211,8 @@ func TestErrorKind(t *testing.T) {
 
 func TestClientReportBottleneck(t *testing.T) {
 	t.Parallel()
-	runs := []runReport{{Errors: []errorCount{{Kind: errKindNoPorts, Count: 7}}}}
-	c := startCPU().clientReport(runs, false)
+	runs := []Run{{Errors: []ErrorCount{{Kind: errKindNoPorts, Count: 7}}}}
+	c := startCPU().client(runs, false)
 	if !c.Bottleneck {
 		t.Fatalf("client report with EADDRNOTAVAIL errors: Bottleneck = false, want true")
 	}
@@ -228,5 +227,3 @@ func TestClientReportBottleneck(t *testing.T) {
 		t.Errorf("file limit = 0, want RLIMIT_NOFILE's soft limit")
 	}
 }
-
-func contains(s, sub string) bool { return strings.Contains(s, sub) }
