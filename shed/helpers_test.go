@@ -162,6 +162,9 @@ func sha1Sum(b []byte) []byte {
 	return s[:]
 }
 
+// wsGUID is the fixed string RFC 6455 §1.3 appends to Sec-WebSocket-Key.
+const wsGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
 // wantAccept computes Sec-WebSocket-Accept the slow, obvious way.
 func wantAccept(key string) string {
 	return base64.StdEncoding.EncodeToString(sha1Sum([]byte(key + wsGUID)))
