@@ -23,6 +23,12 @@ type counters struct {
 	drained  atomic.Uint64
 	forced   atomic.Uint64
 
+	hardEntered    atomic.Uint64 // times hard mode started
+	pending        atomic.Int64  // Listeners' pending connections
+	idle           atomic.Int64  // Listeners' idle keep-alive connections
+	pendingWaits   atomic.Uint64
+	listenerClosed [numCloseWhys]atomic.Uint64
+
 	codesMu  sync.Mutex
 	sent     map[closecode.Code]uint64
 	received map[closecode.Code]uint64
@@ -79,11 +85,51 @@ type Stats struct {
 	Pressure float64
 	// Draining is true once Shutdown has started.
 	Draining bool
+	// Demand is the connections plus the refusals of the last
+	// Options.DemandWindow that more capacity could have admitted
+	// (per-IP and pending-place refusals do not count; see
+	// Limits.HardDemand). Hints grow with it.
+	Demand float64
+	// HardMode is true while demand is past Limits.HardDemand: refusals
+	// are 503s. It starts at HardDemand and ends below three quarters of
+	// it.
+	HardMode bool
+	// HardModeEntered counts the times hard mode started.
+	HardModeEntered uint64
+
+	// Pending is the connections pending at the Shedder's Listeners:
+	// receiving a request, or being handled before the response begins.
+	Pending int
+	// IdleHTTP is the idle keep-alive HTTP connections at its Listeners.
+	IdleHTTP int
+	// PendingWaits counts connections that waited for a pending place:
+	// accepted ones with every place taken, and keep-alive ones whose
+	// next request found none free.
+	PendingWaits uint64
+	// HeaderTimeouts counts connections a Listener answered 408 and
+	// closed because their request headers took longer than the header
+	// time (ListenerOptions.HeaderTimeout, shrinking as places fill).
+	HeaderTimeouts uint64
+	// Evicted counts connections a Listener answered 408 and closed to
+	// give their place to a new connection from another address: every
+	// place was taken and they had been sending their request for the
+	// grace time (ListenerOptions.MinHeaderTimeout / 4).
+	Evicted uint64
+	// IdleTimeouts counts idle keep-alive connections closed after the
+	// idle time (ListenerOptions.IdleTimeout, shrinking as places fill).
+	IdleTimeouts uint64
+	// IdleEvicted counts idle keep-alive connections closed because
+	// ListenerOptions.MaxIdle others were idle.
+	IdleEvicted uint64
+	// IdleNoPlace counts keep-alive connections closed because their next
+	// request found no pending place within ListenerOptions.PendingWait.
+	IdleNoPlace uint64
 
 	// Admitted counts upgrade requests admitted.
 	Admitted uint64
 	// Refused counts refusals by reason and mode; pairs never seen are
-	// absent.
+	// absent. A Listener's refusals have mode http; those for an
+	// address's share of pending places have reason pending_per_ip.
 	Refused map[Refusal]uint64
 	// RefusedTotal is the sum of Refused.
 	RefusedTotal uint64
@@ -114,6 +160,16 @@ func (s *Shedder) Stats() Stats {
 		ForceClosed:   s.stats.forced.Load(),
 		CloseSent:     make(map[closecode.Code]uint64),
 		CloseReceived: make(map[closecode.Code]uint64),
+
+		HardModeEntered: s.stats.hardEntered.Load(),
+		Pending:         int(s.stats.pending.Load()),
+		IdleHTTP:        int(s.stats.idle.Load()),
+		PendingWaits:    s.stats.pendingWaits.Load(),
+		HeaderTimeouts:  s.stats.listenerClosed[whyHeaderTimeout].Load(),
+		Evicted:         s.stats.listenerClosed[whyEvicted].Load(),
+		IdleTimeouts:    s.stats.listenerClosed[whyIdleTimeout].Load(),
+		IdleEvicted:     s.stats.listenerClosed[whyIdleLimit].Load(),
+		IdleNoPlace:     s.stats.listenerClosed[whyIdleNoPlace].Load(),
 	}
 	for r := Reason(1); r <= numReasons; r++ {
 		for m := Mode(1); m <= numModes; m++ {
@@ -131,9 +187,13 @@ func (s *Shedder) Stats() Stats {
 		st.CloseReceived[c] = n
 	}
 	s.stats.codesMu.Unlock()
+	now := s.now()
 	s.mu.Lock()
 	st.Connections, st.InFlight, st.Draining = s.conns, s.inflight, s.draining
+	st.Demand, _ = s.demandLocked(now)
+	st.HardMode = s.hardDemandLocked(st.Demand)
 	s.mu.Unlock()
+	st.HardModeEntered = s.stats.hardEntered.Load() // Stats may have started it
 	st.Pressure = s.PressureRatio()
 	return st
 }
@@ -166,6 +226,13 @@ func (s *Shedder) WritePrometheus(w io.Writer) error {
 		draining = 1
 	}
 	gauge("ebb_draining", "1 once Shutdown has started, else 0.", draining)
+	gauge("ebb_demand", "Connections plus the refusals of the last demand window that more capacity could have admitted.", st.Demand)
+	hard := 0.0
+	if st.HardMode {
+		hard = 1
+	}
+	gauge("ebb_hard_mode", "1 while demand is past HardDemand and refusals are 503s, else 0.", hard)
+	counter("ebb_hard_mode_entered_total", "Times demand reached HardDemand and hard mode started.", st.HardModeEntered)
 	counter("ebb_admitted_total", "WebSocket upgrade requests admitted.", st.Admitted)
 
 	header(bw, "ebb_refused_total", "WebSocket upgrade requests refused, by reason and mode (close: upgrade then Close frame; http: 503).", "counter")
@@ -177,6 +244,14 @@ func (s *Shedder) WritePrometheus(w io.Writer) error {
 	counter("ebb_shed_total", "Connections closed with 1013 by load shedding.", st.Shed)
 	counter("ebb_drained_total", "Connections closed with the drain code (1012 or 1001) by Shutdown.", st.Drained)
 	counter("ebb_force_closed_total", "Connections dropped without a closing handshake when Shutdown's context ended.", st.ForceClosed)
+
+	gauge("ebb_listener_pending", "Connections at shed Listeners receiving a request or being handled before the response begins.", float64(st.Pending))
+	gauge("ebb_listener_idle", "Idle keep-alive HTTP connections at shed Listeners.", float64(st.IdleHTTP))
+	counter("ebb_listener_pending_waits_total", "Connections that waited for a pending place at a shed Listener.", st.PendingWaits)
+	header(bw, "ebb_listener_closed_total", "Connections a shed Listener closed, by reason: header_timeout, evicted, idle_timeout, idle_limit, idle_no_place.", "counter")
+	for why, v := range [numCloseWhys]uint64{st.HeaderTimeouts, st.Evicted, st.IdleTimeouts, st.IdleEvicted, st.IdleNoPlace} {
+		sample(bw, "ebb_listener_closed_total", `reason="`+closeWhyNames[why]+`"`, float64(v))
+	}
 
 	header(bw, "ebb_close_codes_total", "Close codes sent and received, by code and direction.", "counter")
 	for _, dir := range []Direction{Sent, Received} {
