@@ -78,12 +78,13 @@ type ListenerOptions struct {
 	// from an address that already has MaxPendingPerIP connections still
 	// sending their request, the oldest for at least the grace time
 	// (MinHeaderTimeout/4), is refused at once with the canned 503
-	// (reason pending_per_ip) instead of waiting. Default
-	// max(2, MaxPending/4); negative turns the rule off. Addresses are
-	// grouped as for Limits.MaxConnsPerIP (Options.IPv6PrefixBits); the
-	// addresses in Options.TrustedProxies are exempt, since many clients
-	// stand behind them (the Listener sees the proxy, not
-	// X-Forwarded-For).
+	// (reason pending_per_ip) instead of waiting. A connection from
+	// another address can also take the place of a slow one (see
+	// Listener), never one from its own. Default max(2, MaxPending/4);
+	// negative turns the rule off. Addresses are grouped as for
+	// Limits.MaxConnsPerIP (Options.IPv6PrefixBits); the addresses in
+	// Options.TrustedProxies are exempt, since many clients stand behind
+	// them (the Listener sees the proxy, not X-Forwarded-For).
 	MaxPendingPerIP int
 	// HeaderTimeout is how long a connection may take to send its
 	// request headers (from accept, or from the first byte of a
@@ -152,6 +153,7 @@ type Listener struct {
 	pending int      // connections in stHead or stHandle
 	heads   connList // connections in stHead, oldest first
 	idle    connList // connections in stIdle, idle longest first
+	probe   connList // connections in stProbe, oldest first
 	addrs   map[netip.Addr]*addrHeads
 	waiters int
 	freed   chan struct{} // closed when a place frees while waiters > 0
@@ -207,9 +209,12 @@ type Listener struct {
 // The Listener watches the bytes each connection carries (request headers
 // in, the status line out), without copying them, to know where it is:
 // sending its request, being handled, answered, idle between keep-alive
-// requests, or upgraded. With P = MaxPending, S = MaxPendingPerIP
-// (default max(2, P/4)), T = HeaderTimeout (10 s), F = MinHeaderTimeout
-// (1 s), and grace G = F/4:
+// requests, or upgraded. A connection counts as slow only while the
+// server is blocked reading from it: a request not read yet because the
+// server is busy (a connect storm) is the server's delay, and none of the
+// rules below cut it. With P = MaxPending, S = MaxPendingPerIP (default
+// max(2, P/4)), T = HeaderTimeout (10 s), F = MinHeaderTimeout (1 s), and
+// grace G = F/4:
 //
 //   - Slow request headers (slowloris). A connection has T to send its
 //     request headers while at most P/2 places are used; past that the
@@ -218,34 +223,49 @@ type Listener struct {
 //     current use, so a filling listener cuts the connections that are
 //     already slow. A connection past its time gets a 408 and is closed
 //     (ebb_listener_closed_total{reason="header_timeout"}).
-//   - Contended places. When every place is taken, a new connection takes
-//     the place of the connection that has been sending its request the
-//     longest, if that has taken at least G and is from another address
-//     (reason="evicted"); a new connection from an address that already
-//     has S connections still sending their requests, the oldest for G
-//     or more, is refused at once (reason pending_per_ip) instead of
-//     holding up the accept loop. Connections being handled (their
-//     request complete) are never cut: that is the server's own work,
-//     and it ends by itself.
+//   - One address. While every place is taken, a new connection from an
+//     address that already has S connections still sending their
+//     requests, the oldest for G or more, is refused at once with the
+//     canned 503 (reason pending_per_ip) instead of holding up the accept
+//     loop.
+//   - Probation. While every place is taken and at least half are held by
+//     connections that have been sending their request for more than
+//     25 ms, a new connection is handed to the server on probation,
+//     without a place (at most P at a time): if its whole request head is
+//     in within 25 ms, as an honest client's is (it sends it right behind
+//     the TCP handshake), it takes the place of the connection from
+//     another address that has been sending its request the longest
+//     (reason="evicted" for that one); if not, it gets a 408
+//     (reason="probation"). So slow connections from many addresses are
+//     worked through at P per 25 ms instead of holding up the honest
+//     clients queued behind them in the listen queue. Otherwise, a new
+//     connection takes the place of a connection from another address
+//     that has been sending its request for G or more, or waits up to
+//     PendingWait.
+//   - Connections being handled (their request complete) are never cut:
+//     that is the server's own work, and it ends by itself.
 //   - Idle keep-alive connections hold no pending place; at most MaxIdle
 //     (default max(64, P)) are kept, each for IdleTimeout (30 s) while at
 //     most P/2 places are used, shrinking like the header time to F when
 //     all are used; past the bound the one idle longest is closed. A
 //     keep-alive connection whose next request arrives needs a place
 //     like a new connection: if none frees within PendingWait it is
-//     closed (reason="idle_no_place"), and a browser or Go client then
-//     retries on a new connection.
+//     closed (reason="no_place"), and a browser or Go client then retries
+//     on a new connection.
 //
 // So, with N connections an attacker holds: from one address, at most P
 // places while nobody else needs them, each for at most F once they are
-// all taken, and none for longer than G once another address needs one;
-// its further connections are answered 503 at once. From N addresses
-// (N > P), each connection holds a place for at most G to F while others
-// arrive, and new clients get through at P/G to P/F per second (128 to
-// 32 per second with P = 32). Idle connections cost a goroutine and a
-// file descriptor each, at most MaxIdle of them, and never a place.
-// Measured figures are in the package's tests (hostile_test.go) and the
-// README's Security section.
+// all taken; its further connections are answered 503 at once, and each
+// honest newcomer from elsewhere takes one of its places within 25 ms.
+// From many addresses, each connection holds a place for at most F, and
+// honest newcomers get through at about P per 25 ms, ahead of the slow
+// ones. The server runs at most P goroutines for pending connections, P
+// for those on probation, and MaxIdle for idle ones; the rest wait in the
+// listen queue or are refused. In the package's tests (hostile_test.go,
+// P = 8), an honest client behind 300 slowloris connections from one
+// address completed each upgrade and echo within a few milliseconds, and
+// behind 300 from 100 addresses within about 0.9 s (the time to work
+// through the 300 ahead of it); see the README's Security section.
 //
 // In bench/ (10,000 simultaneous connects, MaxConns 1,000, one core), the
 // admitted clients' echo p99 went from 1.5 ms calm to 0.7 s during the

@@ -27,6 +27,7 @@ type counters struct {
 	pending        atomic.Int64  // Listeners' pending connections
 	idle           atomic.Int64  // Listeners' idle keep-alive connections
 	pendingWaits   atomic.Uint64
+	probation      atomic.Uint64
 	listenerClosed [numCloseWhys]atomic.Uint64
 
 	codesMu  sync.Mutex
@@ -115,15 +116,27 @@ type Stats struct {
 	// place was taken and they had been sending their request for the
 	// grace time (ListenerOptions.MinHeaderTimeout / 4).
 	Evicted uint64
+	// Probation counts connections accepted on probation: every place
+	// was taken, at least half by connections slow to send their request,
+	// so the new one was handed to the server without a place, to get one
+	// (from the slowest) as soon as its request head is in.
+	Probation uint64
+	// ProbationTimeouts counts connections on probation answered 408 and
+	// closed because their request head was not in within 25 ms.
+	ProbationTimeouts uint64
 	// IdleTimeouts counts idle keep-alive connections closed after the
 	// idle time (ListenerOptions.IdleTimeout, shrinking as places fill).
 	IdleTimeouts uint64
 	// IdleEvicted counts idle keep-alive connections closed because
 	// ListenerOptions.MaxIdle others were idle.
 	IdleEvicted uint64
-	// IdleNoPlace counts keep-alive connections closed because their next
-	// request found no pending place within ListenerOptions.PendingWait.
-	IdleNoPlace uint64
+	// NoPlace counts connections closed because their request (the next
+	// one on a keep-alive connection, or the first of one on probation)
+	// found no pending place within ListenerOptions.PendingWait. One on
+	// probation is answered with the canned 503 (counted in Refused as
+	// in_flight, http); a keep-alive one is closed without an answer, so
+	// that the client retries on a new connection.
+	NoPlace uint64
 
 	// Admitted counts upgrade requests admitted.
 	Admitted uint64
@@ -161,15 +174,17 @@ func (s *Shedder) Stats() Stats {
 		CloseSent:     make(map[closecode.Code]uint64),
 		CloseReceived: make(map[closecode.Code]uint64),
 
-		HardModeEntered: s.stats.hardEntered.Load(),
-		Pending:         int(s.stats.pending.Load()),
-		IdleHTTP:        int(s.stats.idle.Load()),
-		PendingWaits:    s.stats.pendingWaits.Load(),
-		HeaderTimeouts:  s.stats.listenerClosed[whyHeaderTimeout].Load(),
-		Evicted:         s.stats.listenerClosed[whyEvicted].Load(),
-		IdleTimeouts:    s.stats.listenerClosed[whyIdleTimeout].Load(),
-		IdleEvicted:     s.stats.listenerClosed[whyIdleLimit].Load(),
-		IdleNoPlace:     s.stats.listenerClosed[whyIdleNoPlace].Load(),
+		HardModeEntered:   s.stats.hardEntered.Load(),
+		Pending:           int(s.stats.pending.Load()),
+		IdleHTTP:          int(s.stats.idle.Load()),
+		PendingWaits:      s.stats.pendingWaits.Load(),
+		HeaderTimeouts:    s.stats.listenerClosed[whyHeaderTimeout].Load(),
+		Evicted:           s.stats.listenerClosed[whyEvicted].Load(),
+		Probation:         s.stats.probation.Load(),
+		ProbationTimeouts: s.stats.listenerClosed[whyProbation].Load(),
+		IdleTimeouts:      s.stats.listenerClosed[whyIdleTimeout].Load(),
+		IdleEvicted:       s.stats.listenerClosed[whyIdleLimit].Load(),
+		NoPlace:           s.stats.listenerClosed[whyNoPlace].Load(),
 	}
 	for r := Reason(1); r <= numReasons; r++ {
 		for m := Mode(1); m <= numModes; m++ {
@@ -248,8 +263,9 @@ func (s *Shedder) WritePrometheus(w io.Writer) error {
 	gauge("ebb_listener_pending", "Connections at shed Listeners receiving a request or being handled before the response begins.", float64(st.Pending))
 	gauge("ebb_listener_idle", "Idle keep-alive HTTP connections at shed Listeners.", float64(st.IdleHTTP))
 	counter("ebb_listener_pending_waits_total", "Connections that waited for a pending place at a shed Listener.", st.PendingWaits)
-	header(bw, "ebb_listener_closed_total", "Connections a shed Listener closed, by reason: header_timeout, evicted, idle_timeout, idle_limit, idle_no_place.", "counter")
-	for why, v := range [numCloseWhys]uint64{st.HeaderTimeouts, st.Evicted, st.IdleTimeouts, st.IdleEvicted, st.IdleNoPlace} {
+	counter("ebb_listener_probation_total", "Connections a full shed Listener took on probation, without a place until their request head was in.", st.Probation)
+	header(bw, "ebb_listener_closed_total", "Connections a shed Listener closed, by reason: header_timeout, evicted, probation, idle_timeout, idle_limit, no_place.", "counter")
+	for why, v := range [numCloseWhys]uint64{st.HeaderTimeouts, st.Evicted, st.ProbationTimeouts, st.IdleTimeouts, st.IdleEvicted, st.NoPlace} {
 		sample(bw, "ebb_listener_closed_total", `reason="`+closeWhyNames[why]+`"`, float64(v))
 	}
 

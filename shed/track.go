@@ -15,22 +15,32 @@ import (
 // Write on a connection the Listener no longer tracks (an open WebSocket)
 // cost one atomic load.
 //
+//	stProbe ──headers in──▶ stWaiting ──place──┐
+//	                                           ▼
 //	stHead ──headers in──▶ stHandle ──response begins──▶ stResp
 //	  ▲                        │                            │ net/http waits
-//	  │ next request           └──101, hijack, other ──▶ stDone  for the next
-//	  │ (needs a place)            protocol, close           ▲     request
+//	  │ place                  └──101, hijack, other ──▶ stDone  for the next
+//	  │                            protocol, close           ▲     request
 //	stWaiting ◀──bytes arrive── stIdle ◀────────────────────┘
 //
 // stHead and stHandle are pending (they hold a place); stIdle is counted
-// apart; stDone is not tracked at all.
+// apart; stProbe (accepted past a listener full of slow requests) holds
+// no place until its request head is in; stDone is not tracked at all.
 const (
 	stHead    uint32 = iota // receiving request headers: the client's time
 	stHandle                // request headers in, no response yet: the server's time
 	stResp                  // response begun; not pending, not idle
 	stIdle                  // response done, waiting for the next request
-	stWaiting               // next request arrived, waiting for a place
+	stWaiting               // request arrived, waiting for a place
+	stProbe                 // on probation: must send its request head at once
 	stDone                  // upgraded, hijacked, another protocol, or closed
 )
+
+// probation is how long a connection accepted on probation has to send
+// its whole request head. An honest client sends it right behind the TCP
+// handshake, so it is in the socket before the server reads; a slow one
+// loses nothing but a probation slot.
+const probation = 25 * time.Millisecond
 
 // Why a Listener closed a connection, the reason label of
 // ebb_listener_closed_total.
@@ -39,13 +49,14 @@ type closeWhy int
 const (
 	whyHeaderTimeout closeWhy = iota // request headers past the header time
 	whyEvicted                       // slow request headers, place given to a newcomer
+	whyProbation                     // on probation, request head not in within probation
 	whyIdleTimeout                   // idle past the idle time
 	whyIdleLimit                     // idle past MaxIdle
-	whyIdleNoPlace                   // next request found no place
+	whyNoPlace                       // a request in (keep-alive or probation) found no place
 	numCloseWhys
 )
 
-var closeWhyNames = [numCloseWhys]string{"header_timeout", "evicted", "idle_timeout", "idle_limit", "idle_no_place"}
+var closeWhyNames = [numCloseWhys]string{"header_timeout", "evicted", "probation", "idle_timeout", "idle_limit", "no_place"}
 
 // errDropped is what Read returns on a connection the Listener closed
 // while the read was in progress.
@@ -64,7 +75,8 @@ type trackedConn struct {
 	prev, next *trackedConn
 	aprev      *trackedConn // in the address's list of heads
 	anext      *trackedConn
-	killed     bool // closed by the Listener
+	inRead     atomic.Bool // in stHead or stProbe, blocked reading: the client's time
+	killed     bool        // closed by the Listener
 	why        closeWhy
 	opaque     bool // TLS (or anything not HTTP/1): bytes cannot be read
 	connect    bool // the request is CONNECT: any response ends tracking
@@ -151,8 +163,18 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 		}
 		st = c.state.Load()
 	}
+	// A connection is judged slow only while the server waits for it:
+	// a request the server has not read yet (its goroutine has not run,
+	// as in a connect storm) is the server's delay, not the client's.
+	watched := st == stHead || st == stProbe
+	if watched {
+		c.inRead.Store(true)
+	}
 	n, err := c.Conn.Read(p)
-	if n > 0 && (st == stHead || st == stIdle) {
+	if watched {
+		c.inRead.Store(false)
+	}
+	if n > 0 && (st == stHead || st == stIdle || st == stProbe) {
 		if e := c.l.readSeen(c, st, p[:n]); e != nil {
 			return 0, e
 		}
@@ -162,7 +184,7 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 
 // Write writes to the connection; the start of a response ends pending.
 func (c *trackedConn) Write(p []byte) (int, error) {
-	if st := c.state.Load(); st == stHead || st == stHandle {
+	if st := c.state.Load(); st == stHead || st == stHandle || st == stProbe {
 		c.l.writeSeen(c, p)
 	}
 	return c.Conn.Write(p)
@@ -222,9 +244,13 @@ func leftPending(nc net.Conn) {
 // 0, or the reason it got none.
 func (l *Listener) admitPending(tc *trackedConn) Reason {
 	l.mu.Lock()
-	victim, why := l.takePlaceLocked(tc, false)
-	if why == 0 {
+	victim, why := l.takePlaceLocked(tc, false, l.grace)
+	switch why {
+	case 0:
 		l.enterHeadLocked(tc, time.Now())
+	case reasonProbation:
+		l.enterProbeLocked(tc, time.Now())
+		why = 0
 	}
 	l.mu.Unlock()
 	if victim != nil {
@@ -233,28 +259,40 @@ func (l *Listener) admitPending(tc *trackedConn) Reason {
 	return why
 }
 
-// takePlaceLocked finds a place for c: a free one, the place of a slow
-// connection from another address (returned, to be closed by the caller
-// once l.mu is released), or one that frees within PendingWait. It
-// reports the reason when there is none. l.mu is released while it waits.
-// On success the place is counted in l.pending.
-func (l *Listener) takePlaceLocked(c *trackedConn, returning bool) (victim *trackedConn, why Reason) {
+// reasonProbation is takePlaceLocked's answer for a new connection that
+// gets no place now but may try on probation.
+const reasonProbation Reason = -1
+
+// takePlaceLocked finds a place for c: a free one, the place of a
+// connection from another address that has been sending its request for
+// at least slow (returned, to be closed by the caller once l.mu is
+// released), or one that frees within PendingWait. It reports the reason
+// when there is none, or reasonProbation for a new connection (not
+// waiting) that may go on probation. l.mu is released while it waits. On
+// success the place is counted in l.pending.
+func (l *Listener) takePlaceLocked(c *trackedConn, waiting bool, slow time.Duration) (victim *trackedConn, why Reason) {
 	var deadline time.Time
 	for {
 		now := time.Now()
 		switch {
-		case returning && c.state.Load() != stWaiting: // closed meanwhile
-			return nil, ReasonInFlight
-		case l.isClosed():
+		case waiting && c.state.Load() != stWaiting: // closed meanwhile
 			return nil, ReasonInFlight
 		case l.maxPending <= 0 || l.pending < l.maxPending:
 			l.pending++
 			l.s.stats.pending.Add(1)
 			return nil, 0
+		case l.isClosed(): // no waiting for a place any more
+			return nil, ReasonInFlight
 		case l.overShareLocked(c, now):
 			return nil, ReasonPendingPerIP
 		}
-		if v := l.victimLocked(c, now); v != nil {
+		// A new connection proves itself on probation before it takes a
+		// slow one's place: handing the place to whoever comes next
+		// would let slow clients keep it.
+		if !waiting && l.probeOKLocked(c, now) {
+			return nil, reasonProbation
+		}
+		if v := l.victimLocked(c, now, slow); v != nil {
 			l.killLocked(v, whyEvicted) // frees its place
 			l.pending++
 			l.s.stats.pending.Add(1)
@@ -272,6 +310,9 @@ func (l *Listener) takePlaceLocked(c *trackedConn, returning bool) (victim *trac
 		}
 		wake := deadline
 		if at, ok := l.evictableAtLocked(c); ok && at.Before(wake) {
+			wake = at
+		}
+		if at, ok := l.probeAtLocked(); ok && !waiting && at.Before(wake) {
 			wake = at
 		}
 		if l.freed == nil {
@@ -309,22 +350,67 @@ func (l *Listener) overShareLocked(c *trackedConn, now time.Time) bool {
 		return false
 	}
 	a := l.addrs[c.addr]
-	return a != nil && a.n >= l.share && now.Sub(a.first.since) >= l.grace
+	return a != nil && a.n >= l.share && now.Sub(a.first.since) >= l.grace && a.first.inRead.Load()
 }
 
 // victimLocked returns the connection that has been sending its request
-// the longest, if that is at least the grace time, from an address other
-// than c's; nil if there is none.
-func (l *Listener) victimLocked(c *trackedConn, now time.Time) *trackedConn {
+// the longest, if that is at least slow, from an address other than c's;
+// nil if there is none.
+func (l *Listener) victimLocked(c *trackedConn, now time.Time, slow time.Duration) *trackedConn {
 	if l.headerTime < 0 {
 		return nil // no header timeout: nothing is slow
 	}
-	for v := l.heads.first; v != nil && now.Sub(v.since) >= l.grace; v = v.next {
-		if v.addr != c.addr {
+	for v := l.heads.first; v != nil && now.Sub(v.since) >= slow; v = v.next {
+		if v.addr != c.addr && v.inRead.Load() {
 			return v
 		}
 	}
 	return nil
+}
+
+// probeOKLocked reports whether a new connection c that finds every
+// place taken may go on probation: at least half the places are held by
+// connections from other addresses that have been sending their request
+// for longer than the probation (the server is held by slow clients, not
+// busy with work, and c could take one of their places), and fewer than
+// MaxPending connections are on probation.
+func (l *Listener) probeOKLocked(c *trackedConn, now time.Time) bool {
+	if l.headerTime < 0 || l.probe.n >= l.maxPending {
+		return false
+	}
+	slow := 0
+	for v := l.heads.first; v != nil && now.Sub(v.since) >= probation; v = v.next {
+		if v.addr != c.addr && v.inRead.Load() {
+			slow++
+		}
+	}
+	return 2*slow >= l.maxPending
+}
+
+// probeAtLocked returns when probeOKLocked will hold if nothing else
+// changes: when half the places are held by connections that have been
+// sending their request for longer than the probation.
+func (l *Listener) probeAtLocked() (time.Time, bool) {
+	if l.headerTime < 0 || l.probe.n >= l.maxPending {
+		return time.Time{}, false
+	}
+	k := (l.maxPending + 1) / 2
+	for v := l.heads.first; v != nil; v = v.next {
+		if k--; k == 0 {
+			return v.since.Add(probation), true
+		}
+	}
+	return time.Time{}, false
+}
+
+// enterProbeLocked puts c on probation at now: it holds no place, and
+// must send its request head within probation.
+func (l *Listener) enterProbeLocked(c *trackedConn, now time.Time) {
+	c.since = now
+	c.state.Store(stProbe)
+	l.probe.push(c)
+	l.s.stats.probation.Add(1)
+	l.scheduleLocked()
 }
 
 // evictableAtLocked returns when the oldest connection in stHead from an
@@ -407,6 +493,16 @@ func (l *Listener) untrack(c *trackedConn) {
 
 // dropLocked takes c out of whatever it held and marks it stDone.
 func (l *Listener) dropLocked(c *trackedConn) {
+	l.releaseLocked(c)
+	c.state.Store(stDone)
+	if l.reaping && l.heads.n == 0 && l.idle.n == 0 && l.probe.n == 0 {
+		l.pokeLocked() // nothing left to time: let the reaper exit
+	}
+}
+
+// releaseLocked takes c out of whatever it held (place, lists); the
+// caller sets its new state.
+func (l *Listener) releaseLocked(c *trackedConn) {
 	switch c.state.Load() {
 	case stHead:
 		l.leaveHeadLocked(c)
@@ -416,12 +512,11 @@ func (l *Listener) dropLocked(c *trackedConn) {
 	case stIdle:
 		l.idle.remove(c)
 		l.s.stats.idle.Add(-1)
+	case stProbe:
+		l.probe.remove(c)
+		l.wakeWaitersLocked() // a probation slot is free
 	case stWaiting:
 		l.wakeWaitersLocked() // the wait notices it was closed
-	}
-	c.state.Store(stDone)
-	if l.reaping && l.heads.n == 0 && l.idle.n == 0 {
-		l.pokeLocked() // nothing left to time: let the reaper exit
 	}
 }
 
@@ -443,7 +538,7 @@ func (l *Listener) killLocked(c *trackedConn, why closeWhy) {
 // finishKill answers a connection cut for slow request headers with a
 // 408 (not a TLS one: it could not read it) and closes it.
 func (l *Listener) finishKill(c *trackedConn) {
-	if (c.why == whyHeaderTimeout || c.why == whyEvicted) && !c.opaque {
+	if (c.why == whyHeaderTimeout || c.why == whyEvicted || c.why == whyProbation) && !c.opaque {
 		if c.Conn.SetWriteDeadline(time.Now().Add(l.writeTimeout)) == nil {
 			_, _ = c.Conn.Write([]byte(canned408))
 		}
@@ -464,11 +559,15 @@ func (l *Listener) readSeen(c *trackedConn, st uint32, b []byte) error {
 		c.seen = true
 		if b[0] == 0x16 { // a TLS handshake record: opaque from here on
 			l.mu.Lock()
-			defer l.mu.Unlock()
 			if c.killed {
+				l.mu.Unlock()
 				return errDropped
 			}
 			c.opaque = true
+			if st == stProbe { // it cannot prove more: give it a place
+				return l.placeProbeLocked(c, stHead) // unlocks
+			}
+			l.mu.Unlock()
 			return nil
 		}
 	}
@@ -479,15 +578,52 @@ func (l *Listener) readSeen(c *trackedConn, st uint32, b []byte) error {
 		return nil // an unfinished head is harmless even if c was cut meanwhile
 	}
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if c.killed {
+		l.mu.Unlock()
 		return errDropped
 	}
-	if c.state.Load() == stHead {
+	switch c.state.Load() {
+	case stHead:
 		l.leaveHeadLocked(c)
 		c.state.Store(stHandle)
 		c.connect = c.read.isConnect()
 		c.resp = statusScanner{}
+	case stProbe:
+		c.connect = c.read.isConnect()
+		c.resp = statusScanner{}
+		return l.placeProbeLocked(c, stHandle) // unlocks
+	}
+	l.mu.Unlock()
+	return nil
+}
+
+// placeProbeLocked finds a place for c, on probation and done with it:
+// its request head is in (or it is TLS), so it may take the place of a
+// connection from another address that has been sending its request for
+// longer than the probation. Once placed, c goes to state to (stHead or
+// stHandle); without a place within PendingWait it is closed. It releases
+// l.mu.
+func (l *Listener) placeProbeLocked(c *trackedConn, to uint32) error {
+	l.probe.remove(c)
+	c.state.Store(stWaiting)
+	victim, why := l.takePlaceLocked(c, true, probation)
+	if why != 0 {
+		// Refused as a new connection is at Accept.
+		if c.state.Load() == stWaiting {
+			l.killLocked(c, whyNoPlace)
+		}
+		l.mu.Unlock()
+		l.refuse(c.Conn, l.s.pendingRefusal(ReasonInFlight, l.maxPending, l.share))
+		return errDropped
+	}
+	if to == stHead {
+		l.enterHeadLocked(c, time.Now())
+	} else {
+		c.state.Store(stHandle)
+	}
+	l.mu.Unlock()
+	if victim != nil {
+		l.finishKill(victim)
 	}
 	return nil
 }
@@ -507,10 +643,10 @@ func (l *Listener) wake(c *trackedConn) error {
 	l.idle.remove(c)
 	l.s.stats.idle.Add(-1)
 	c.state.Store(stWaiting)
-	victim, why := l.takePlaceLocked(c, true)
+	victim, why := l.takePlaceLocked(c, true, l.grace)
 	if why != 0 {
 		if c.state.Load() == stWaiting {
-			l.killLocked(c, whyIdleNoPlace)
+			l.killLocked(c, whyNoPlace)
 		}
 		l.mu.Unlock()
 		_ = c.Conn.Close()
@@ -564,7 +700,7 @@ func (l *Listener) writeSeen(c *trackedConn, p []byte) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	st := c.state.Load()
-	if st != stHead && st != stHandle {
+	if st != stHead && st != stHandle && st != stProbe {
 		return
 	}
 	if c.opaque {
@@ -579,10 +715,7 @@ func (l *Listener) writeSeen(c *trackedConn, p []byte) {
 	case code < 0, code == 101, c.connect && code/100 == 2:
 		l.dropLocked(c) // upgraded, tunnelled, or not HTTP/1: not ours
 	default:
-		if st == stHead {
-			l.leaveHeadLocked(c)
-		}
-		l.freePlaceLocked()
+		l.releaseLocked(c)
 		c.state.Store(stResp)
 		c.respDone = false
 	}
@@ -626,6 +759,11 @@ func (l *Listener) nextDeadlineLocked() (time.Time, bool) {
 			at = t
 		}
 	}
+	if c := l.probe.first; c != nil {
+		if t := c.since.Add(probation); at.IsZero() || t.Before(at) {
+			at = t
+		}
+	}
 	return at, !at.IsZero()
 }
 
@@ -656,9 +794,13 @@ func (l *Listener) reap() {
 		l.mu.Lock()
 		now := time.Now()
 		if l.headerTime >= 0 {
-			for c := l.heads.first; c != nil && now.Sub(c.since) >= l.headTimeLocked(); c = l.heads.first {
-				l.killLocked(c, whyHeaderTimeout)
-				victims = append(victims, c)
+			for c := l.heads.first; c != nil && now.Sub(c.since) >= l.headTimeLocked(); {
+				next := c.next
+				if c.inRead.Load() {
+					l.killLocked(c, whyHeaderTimeout)
+					victims = append(victims, c)
+				}
+				c = next
 			}
 		}
 		if l.idleTime >= 0 {
@@ -667,7 +809,20 @@ func (l *Listener) reap() {
 				victims = append(victims, c)
 			}
 		}
+		for c := l.probe.first; c != nil && now.Sub(c.since) >= probation; {
+			next := c.next
+			if c.inRead.Load() {
+				l.killLocked(c, whyProbation)
+				victims = append(victims, c)
+			}
+			c = next
+		}
 		at, ok := l.nextDeadlineLocked()
+		if ok && !at.After(now) {
+			// Past their time but not read from yet (the server is
+			// behind): look again shortly.
+			at = now.Add(probation)
+		}
 		if !ok {
 			l.reaping = false
 		}
