@@ -98,10 +98,11 @@
 // per-address share of pending places); mode is close (upgrade, then
 // Close frame) or http (503 before the upgrade). In
 // ebb_listener_closed_total, reason is header_timeout (request headers
-// past the header time; answered 408), evicted (slow request headers
-// whose place went to a newcomer from another address; 408), probation (a
+// past the header time; answered 408, or 503 with a retry hint when the
+// time was cut short by contended places), evicted (slow request headers
+// whose place went to a newcomer from another address; 503), probation (a
 // connection on probation whose request head was not in within 25 ms;
-// 408), idle_timeout, idle_limit (MaxIdle others were idle), or no_place
+// 503), idle_timeout, idle_limit (MaxIdle others were idle), or no_place
 // (a request on a kept-alive or probation connection found no place
 // within PendingWait). Codes outside the wire ranges are counted under
 // code="other".

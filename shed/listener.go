@@ -91,9 +91,10 @@ type ListenerOptions struct {
 	// keep-alive connection's next request) while at most half the
 	// pending places are used. Past half, the time shrinks linearly to
 	// MinHeaderTimeout when every place is used; a connection past its
-	// time is answered 408 and closed. net/http's own ReadHeaderTimeout
-	// and ReadTimeout apply as well. Default DefaultHeaderTimeout (10 s);
-	// negative turns the Listener's header timeout off.
+	// time is answered 408 (503 with a retry hint past half) and closed.
+	// net/http's own ReadHeaderTimeout and ReadTimeout apply as well.
+	// Default DefaultHeaderTimeout (10 s); negative turns the Listener's
+	// header timeout off.
 	HeaderTimeout time.Duration
 	// MinHeaderTimeout is the header time when every pending place is
 	// used, and the floor of the idle timeout. A quarter of it is the
@@ -221,8 +222,12 @@ type Listener struct {
 //     time shrinks linearly to F with all P used (with P = 32: 10 s up to
 //     16 used, 5.5 s at 24, 1 s at 32). The time is judged against the
 //     current use, so a filling listener cuts the connections that are
-//     already slow. A connection past its time gets a 408 and is closed
-//     (ebb_listener_closed_total{reason="header_timeout"}).
+//     already slow. A connection past its time is closed
+//     (ebb_listener_closed_total{reason="header_timeout"}) after a 408,
+//     or, when its time was cut short because places are contended, a
+//     503 with Retry-After ("request too slow while the server is busy;
+//     retry-after=…"): it may be an honest client the server could not
+//     wait for, such as one starved of CPU in a connect storm.
 //   - One address. While every place is taken, a new connection from an
 //     address that already has S connections still sending their
 //     requests, the oldest for G or more, is refused at once with the
@@ -235,8 +240,8 @@ type Listener struct {
 //     in within 25 ms, as an honest client's is (it sends it right behind
 //     the TCP handshake), it takes the place of the connection from
 //     another address that has been sending its request the longest
-//     (reason="evicted" for that one); if not, it gets a 408
-//     (reason="probation"). So slow connections from many addresses are
+//     (reason="evicted" for that one, answered with the same 503); if
+//     not, it gets the 503 (reason="probation"). So slow connections from many addresses are
 //     worked through at P per 25 ms instead of holding up the honest
 //     clients queued behind them in the listen queue. Otherwise, a new
 //     connection takes the place of a connection from another address
@@ -492,7 +497,7 @@ func (l *Listener) refuse(c net.Conn, d decision) {
 			slog.String("client", c.RemoteAddr().String()), slog.Duration("hint", d.hint))
 	}
 	l.bufMu.Lock()
-	l.buf = appendCanned503(l.buf[:0], d.reason, d.hint)
+	l.buf = appendCanned503(l.buf[:0], d.reason.Text(), d.hint)
 	if c.SetWriteDeadline(time.Now().Add(l.writeTimeout)) == nil {
 		_, _ = c.Write(l.buf)
 	}
@@ -500,13 +505,18 @@ func (l *Listener) refuse(c net.Conn, d decision) {
 	_ = c.Close()
 }
 
-// canned408 answers a connection whose request headers did not arrive in
-// time, as HAProxy and nginx do.
+// canned408 answers a connection whose request headers did not arrive
+// within the full header time, as HAProxy and nginx do.
 const canned408 = "HTTP/1.1 408 Request Timeout\r\n" +
 	"Content-Type: text/plain; charset=utf-8\r\n" +
 	"Connection: close\r\n" +
-	"Content-Length: 49\r\n\r\n" +
-	"request headers too slow while the server is busy"
+	"Content-Length: 25\r\n\r\n" +
+	"request headers too slow\n"
+
+// slowText is the reason in the 503 for a connection whose request was
+// cut short because the places were contended: it may be an honest client
+// the server could not wait for, and it is told when to come back.
+const slowText = "request too slow while the server is busy"
 
 // The fixed parts of the canned 503. Only Retry-After, Content-Length and
 // the body vary, and they are appended into a reused buffer, so a refusal
@@ -522,14 +532,14 @@ const (
 	canned503End    = "\r\n\r\n"
 )
 
-// appendCanned503 appends the listener's 503 for reason and hint. The body
-// is the reason with the hint in the form of closecode.FormatRetryHint
-// ("server at capacity; retry-after=4.5"), the same text a 1013 refusal
-// carries, and Retry-After is the hint in whole seconds, rounded up.
-func appendCanned503(dst []byte, reason Reason, hint time.Duration) []byte {
+// appendCanned503 appends the listener's 503 for a reason's text and a
+// hint. The body is the text with the hint in the form of
+// closecode.FormatRetryHint ("server at capacity; retry-after=4.5"), the
+// same text a 1013 refusal carries, and Retry-After is the hint in whole
+// seconds, rounded up.
+func appendCanned503(dst []byte, text string, hint time.Duration) []byte {
 	hint = max(hint, 0)
 	tenths := int64(math.Ceil(hint.Seconds() * 10))
-	text := reason.Text()
 	bodyLen := len(text) + len("; retry-after=") + digits(tenths/10) + 1 // trailing newline
 	if tenths%10 != 0 {
 		bodyLen += 2

@@ -107,11 +107,12 @@ type Stats struct {
 	// accepted ones with every place taken, and keep-alive ones whose
 	// next request found none free.
 	PendingWaits uint64
-	// HeaderTimeouts counts connections a Listener answered 408 and
-	// closed because their request headers took longer than the header
-	// time (ListenerOptions.HeaderTimeout, shrinking as places fill).
+	// HeaderTimeouts counts connections a Listener closed because their
+	// request headers took longer than the header time
+	// (ListenerOptions.HeaderTimeout, shrinking as places fill): with a
+	// 408, or with a 503 and a retry hint when the time had shrunk.
 	HeaderTimeouts uint64
-	// Evicted counts connections a Listener answered 408 and closed to
+	// Evicted counts connections a Listener answered 503 and closed to
 	// give their place to a new connection from another address: every
 	// place was taken and they had been sending their request for the
 	// grace time (ListenerOptions.MinHeaderTimeout / 4).
@@ -121,7 +122,7 @@ type Stats struct {
 	// so the new one was handed to the server without a place, to get one
 	// (from the slowest) as soon as its request head is in.
 	Probation uint64
-	// ProbationTimeouts counts connections on probation answered 408 and
+	// ProbationTimeouts counts connections on probation answered 503 and
 	// closed because their request head was not in within 25 ms.
 	ProbationTimeouts uint64
 	// IdleTimeouts counts idle keep-alive connections closed after the

@@ -78,6 +78,7 @@ type trackedConn struct {
 	inRead     atomic.Bool // in stHead or stProbe, blocked reading: the client's time
 	killed     bool        // closed by the Listener
 	why        closeWhy
+	busy       bool // cut short because the places were contended
 	opaque     bool // TLS (or anything not HTTP/1): bytes cannot be read
 	connect    bool // the request is CONNECT: any response ends tracking
 	respDone   bool // stResp and net/http finished the response
@@ -535,11 +536,20 @@ func (l *Listener) killLocked(c *trackedConn, why closeWhy) {
 	l.s.stats.listenerClosed[why].Add(1)
 }
 
-// finishKill answers a connection cut for slow request headers with a
-// 408 (not a TLS one: it could not read it) and closes it.
+// finishKill answers a connection cut for a slow request and closes it:
+// with a 408 after the full header time, with a 503 and a retry hint when
+// the places were contended (the server could not wait), and not at all
+// under TLS (the client could not read it) or for an idle one.
 func (l *Listener) finishKill(c *trackedConn) {
-	if (c.why == whyHeaderTimeout || c.why == whyEvicted || c.why == whyProbation) && !c.opaque {
-		if c.Conn.SetWriteDeadline(time.Now().Add(l.writeTimeout)) == nil {
+	if !c.opaque && c.Conn.SetWriteDeadline(time.Now().Add(l.writeTimeout)) == nil {
+		switch {
+		case c.why == whyEvicted || c.why == whyProbation || c.why == whyHeaderTimeout && c.busy:
+			hint := l.s.pendingRefusal(ReasonInFlight, l.maxPending, l.share).hint
+			l.bufMu.Lock()
+			l.buf = appendCanned503(l.buf[:0], slowText, hint)
+			_, _ = c.Conn.Write(l.buf)
+			l.bufMu.Unlock()
+		case c.why == whyHeaderTimeout:
 			_, _ = c.Conn.Write([]byte(canned408))
 		}
 	}
@@ -797,7 +807,9 @@ func (l *Listener) reap() {
 			for c := l.heads.first; c != nil && now.Sub(c.since) >= l.headTimeLocked(); {
 				next := c.next
 				if c.inRead.Load() {
+					busy := l.headTimeLocked() < l.headerTime
 					l.killLocked(c, whyHeaderTimeout)
+					c.busy = busy
 					victims = append(victims, c)
 				}
 				c = next

@@ -275,24 +275,45 @@ func TestListenerHeaderTimeoutAtFullUse(t *testing.T) {
 	// The oldest is cut at 400 ms; the others then have more time, each
 	// judged against the places still used (with three of four used,
 	// half a minute).
+	// The places were contended: a 503 with a hint, not a 408.
 	_ = conns[0].SetReadDeadline(time.Now().Add(10 * time.Second))
 	resp, err := http.ReadResponse(bufio.NewReader(conns[0]), nil)
-	if err != nil || resp.StatusCode != http.StatusRequestTimeout {
-		t.Fatalf("oldest slow client: %v %v, want a 408", resp, err)
+	if err != nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("oldest slow client: %v %v, want a 503 with Retry-After", resp, err)
 	}
 	d := time.Since(start)
 	body, _ := io.ReadAll(resp.Body)
-	if int64(len(body)) != resp.ContentLength || !resp.Close {
-		t.Fatalf("408 body %q (Content-Length %d), close %v", body, resp.ContentLength, resp.Close)
+	if int64(len(body)) != resp.ContentLength || !resp.Close || !strings.HasPrefix(string(body), slowText+"; retry-after=") {
+		t.Fatalf("503 body %q (Content-Length %d), close %v", body, resp.ContentLength, resp.Close)
 	}
 	if d < 350*time.Millisecond || d > 3*time.Second {
-		t.Fatalf("408 after %v, want after about MinHeaderTimeout 400ms", d)
+		t.Fatalf("503 after %v, want after about MinHeaderTimeout 400ms", d)
 	}
 	if got := ln.Pending(); got != 3 {
 		t.Fatalf("pending %d after the first 408, want the 3 others", got)
 	}
 	for _, c := range conns[1:] {
 		c.Close()
+	}
+	waitFor(t, "every place freed", func() bool { return ln.Pending() == 0 })
+
+	// One slow client of four places: the full header time, and a 408.
+	ln.mu.Lock()
+	ln.headerTime = 300 * time.Millisecond
+	ln.mu.Unlock()
+	c, err := dialFrom("127.0.2.9", addrOf(srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, _ = io.WriteString(c, "GET /ws HTTP/1.1\r\n")
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if resp, err = http.ReadResponse(bufio.NewReader(c), nil); err != nil || resp.StatusCode != http.StatusRequestTimeout {
+		t.Fatalf("slow client alone: %v %v, want a 408", resp, err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	if int64(len(body)) != resp.ContentLength || !resp.Close {
+		t.Fatalf("408 body %q (Content-Length %d), close %v", body, resp.ContentLength, resp.Close)
 	}
 	waitFor(t, "every place freed", func() bool { return ln.Pending() == 0 })
 }
