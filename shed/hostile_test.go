@@ -320,10 +320,12 @@ func TestHostileSlowloris(t *testing.T) {
 }
 
 // TestHostileSlowlorisManyAddresses spreads the slowloris over 100
-// addresses, so that no per-address rule applies: only the header time
-// and the eviction of slow requests protect the honest client.
+// addresses, so that no per-address rule applies: the header time,
+// probation and the eviction of slow requests protect the honest client,
+// which waits behind the slow connections queued ahead of it in the
+// listen queue. MaxPending is 16, ebb serve's default on one core.
 func TestHostileSlowlorisManyAddresses(t *testing.T) {
-	const addrs, perAddr, maxPending, rounds = 100, 3, 8, 3
+	const addrs, perAddr, maxPending, rounds = 100, 3, 16, 3
 	const deadline = 2 * time.Second
 	s := mustNew(t, nil)
 	srv, ln, g := hostileServer(t, s, &ListenerOptions{MaxPending: maxPending})
@@ -529,22 +531,55 @@ func TestHardModeEndsSoonAfterTheStorm(t *testing.T) {
 		}
 		return d.mode
 	}
-	// A storm of 2,000 connects/s for 5 s, a refusal every 0.5 ms.
-	i, entered, exits := 0, false, 0
-	for ; i < 10_000; i++ {
-		m := refuse(i)
-		if m == ModeHTTP {
-			entered = true
-		} else if entered {
-			exits++
+	i := 0
+	storm := func(n int) {
+		t.Helper()
+		entered, exits := false, 0
+		for range n {
+			m := refuse(i)
+			i++
+			if m == ModeHTTP {
+				entered = true
+			} else if entered {
+				exits++
+			}
+			clk.Advance(500 * time.Microsecond)
 		}
-		clk.Advance(500 * time.Microsecond)
+		if !entered || exits != 0 {
+			t.Fatalf("during the storm: hard mode entered %v, left %d times; want entered and kept", entered, exits)
+		}
 	}
-	if !entered || exits != 0 {
-		t.Fatalf("during the storm: hard mode entered %v, left %d times; want entered and kept", entered, exits)
+	// untilOff returns how long after now hard mode ends with no more
+	// connects at all.
+	untilOff := func() time.Duration {
+		t.Helper()
+		end := clk.Now()
+		for s.Stats().HardMode {
+			clk.Advance(10 * time.Millisecond)
+			if clk.Now().Sub(end) > time.Minute {
+				t.Fatal("hard mode still on a minute after the storm")
+			}
+		}
+		return clk.Now().Sub(end)
 	}
-	// A lull at a rate that keeps demand between three quarters of
-	// HardDemand and HardDemand: hysteresis keeps hard mode (no flapping).
+
+	// A storm of 2,000 connects/s for 5 s (a refusal every 0.5 ms), then
+	// nothing.
+	storm(10_000)
+	after := untilOff()
+	t.Logf("hard mode ended %v after a 5 s storm of 2,000 connects/s (DemandWindow %v)", after, DefaultDemandWindow)
+	if after > DefaultDemandWindow {
+		t.Fatalf("hard mode ended %v after the storm, want within DemandWindow %v", after, DefaultDemandWindow)
+	}
+	if m := refuse(i); m != ModeClose {
+		t.Fatalf("first refusal after the storm: mode %v, want close (1013)", m)
+	}
+	i++
+
+	// Another storm, then a lull at a rate that keeps demand between
+	// three quarters of HardDemand and HardDemand: hysteresis keeps hard
+	// mode (no flapping).
+	storm(2_000)
 	for range 160 { // 4 s at 40 refusals/s: demand 100 + 70…80
 		refuse(i)
 		i++
@@ -553,24 +588,13 @@ func TestHardModeEndsSoonAfterTheStorm(t *testing.T) {
 			t.Fatalf("hard mode ended at demand %v, above three quarters of HardDemand %d", st.Demand, hardDemand)
 		}
 	}
-	// The storm ends: no more connects at all.
-	end := clk.Now()
-	for s.Stats().HardMode {
-		clk.Advance(10 * time.Millisecond)
-		if clk.Now().Sub(end) > time.Minute {
-			t.Fatal("hard mode still on a minute after the storm")
-		}
-	}
-	after := clk.Now().Sub(end)
-	t.Logf("hard mode ended %v after the storm (DemandWindow %v); entered %d time(s)", after, DefaultDemandWindow, s.Stats().HardModeEntered)
+	after = untilOff()
+	t.Logf("hard mode ended %v after the lull (demand fell below %v)", after, hardExit*hardDemand)
 	if after > DefaultDemandWindow {
-		t.Fatalf("hard mode ended %v after the storm, want within DemandWindow %v", after, DefaultDemandWindow)
+		t.Fatalf("hard mode ended %v after the lull, want within DemandWindow %v", after, DefaultDemandWindow)
 	}
-	if n := s.Stats().HardModeEntered; n != 1 {
-		t.Fatalf("hard mode entered %d times, want once", n)
-	}
-	if m := refuse(i); m != ModeClose {
-		t.Fatalf("first refusal after the storm: mode %v, want close (1013)", m)
+	if n := s.Stats().HardModeEntered; n != 2 {
+		t.Fatalf("hard mode entered %d times, want twice (once per storm)", n)
 	}
 }
 
@@ -647,5 +671,46 @@ func TestPendingFairShare(t *testing.T) {
 	st := s.Stats()
 	if st.Evicted != 1 || st.Refused[Refusal{ReasonPendingPerIP, ModeHTTP}] != 1 {
 		t.Errorf("evicted %d, pending_per_ip refusals %d; want 1 and 1", st.Evicted, st.Refused[Refusal{ReasonPendingPerIP, ModeHTTP}])
+	}
+}
+
+func TestListenerHardModePerIP(t *testing.T) {
+	t.Parallel()
+	// Past the hard ceiling, the Listener refuses an address over its
+	// MaxConnsPerIP for per_ip, and that refusal does not keep hard mode
+	// on.
+	clk := newFakeClock()
+	s := mustNew(t, &Options{Limits: Limits{MaxConns: 2, MaxConnsPerIP: 1, HardDemand: 3}, Now: clk.Now})
+	admitN(t, s, "10.0.0.1:1", 1)
+	admitN(t, s, "10.0.0.2:1", 1)
+	if sl, d := s.admit(upgradeRequest("10.0.0.3:1")); sl != nil || d.reason != ReasonConns || d.mode != ModeClose {
+		t.Fatalf("third client: %v/%v, want conns/close", d.reason, d.mode)
+	}
+	if st := s.Stats(); st.Demand != 3 || !st.HardMode {
+		t.Fatalf("demand %v hard %v, want 3 and hard mode", st.Demand, st.HardMode)
+	}
+	a := netip.MustParseAddr("10.0.0.1")
+	for range 100 {
+		d, refused := s.admitConn(a, false)
+		if !refused || d.reason != ReasonPerIP || d.mode != ModeHTTP {
+			t.Fatalf("address at its limit: refused %v with %v/%v, want per_ip/http", refused, d.reason, d.mode)
+		}
+	}
+	if st := s.Stats(); st.Demand != 3 {
+		t.Fatalf("demand %v after 100 per-IP refusals, want still 3", st.Demand)
+	}
+	// Behind a trusted proxy the address stands for many clients: no
+	// per-IP refusal at the Listener, and the refusal counts.
+	if d, refused := s.admitConn(a, true); !refused || d.reason != ReasonConns {
+		t.Fatalf("trusted proxy: refused %v with %v, want conns", refused, d.reason)
+	}
+	if st := s.Stats(); st.Demand != 4 {
+		t.Fatalf("demand %v, want 4", st.Demand)
+	}
+	// One window later hard mode is over, and the Listener lets
+	// connections through to Middleware.
+	clk.Advance(DefaultDemandWindow)
+	if _, refused := s.admitConn(netip.MustParseAddr("10.0.0.9"), false); refused {
+		t.Fatal("refused at the Listener a window after the last refusal")
 	}
 }

@@ -322,7 +322,7 @@ func (l *Listener) takePlaceLocked(c *trackedConn, waiting bool, slow time.Durat
 		freed := l.freed
 		l.waiters++
 		l.mu.Unlock()
-		t := time.NewTimer(max(wake.Sub(now), 0))
+		t := time.NewTimer(max(wake.Sub(now), time.Millisecond)) // never a busy loop
 		select {
 		case <-freed:
 		case <-t.C:
@@ -398,7 +398,10 @@ func (l *Listener) probeAtLocked() (time.Time, bool) {
 	k := (l.maxPending + 1) / 2
 	for v := l.heads.first; v != nil; v = v.next {
 		if k--; k == 0 {
-			return v.since.Add(probation), true
+			// Past already and still no probation: those heads are not
+			// the clients' delay, or c's own address's; no wake-up.
+			at := v.since.Add(probation)
+			return at, at.After(time.Now())
 		}
 	}
 	return time.Time{}, false
@@ -420,9 +423,12 @@ func (l *Listener) evictableAtLocked(c *trackedConn) (time.Time, bool) {
 	if l.headerTime < 0 {
 		return time.Time{}, false
 	}
+	now := time.Now()
 	for v := l.heads.first; v != nil; v = v.next {
-		if v.addr != c.addr {
-			return v.since.Add(l.grace), true
+		// One past its grace that was no victim is not the client's
+		// delay (the server has not read it yet): not a time to wake.
+		if at := v.since.Add(l.grace); v.addr != c.addr && at.After(now) {
+			return at, true
 		}
 	}
 	return time.Time{}, false

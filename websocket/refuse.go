@@ -74,8 +74,8 @@ func CanRefuseWithClose(w http.ResponseWriter, r *http.Request) bool {
 // (closecode.FormatRetryHint) from an overloaded server, and 1008 Policy
 // Violation or 3003 Forbidden from one that refuses the client.
 //
-// It costs about what the 101 response costs: no Conn, no goroutine, and no
-// allocation beyond hijacking's. The response (no extension; the client's
+// It costs about what the 101 response costs: no Conn, no goroutine, and
+// one small allocation (validating the key) besides hijacking's. The response (no extension; the client's
 // first subprotocol echoed, because a browser fails a handshake whose
 // request offered subprotocols and whose response selects none, and would
 // then report 1006) and the Close frame go out in one write through the
