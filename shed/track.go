@@ -44,7 +44,7 @@ const probation = 25 * time.Millisecond
 
 // Why a Listener closed a connection, the reason label of
 // ebb_listener_closed_total.
-type closeWhy int
+type closeWhy uint8
 
 const (
 	whyHeaderTimeout closeWhy = iota // request headers past the header time
@@ -67,26 +67,26 @@ type trackedConn struct {
 	net.Conn
 	l      *Listener
 	addr   netip.Addr
-	exempt bool // a trusted proxy: no per-address rules
 	state  atomic.Uint32
+	inRead atomic.Bool // in stHead or stProbe, blocked reading: the client's time
+	exempt bool        // a trusted proxy: no per-address rules
 
 	// Guarded by l.mu.
-	since      time.Time // when stHead or stIdle began
+	killed     bool      // closed by the Listener
+	why        closeWhy  // why it was
+	busy       bool      // cut short because the places were contended
+	opaque     bool      // TLS (or anything not HTTP/1): bytes cannot be read
+	connect    bool      // the request is CONNECT: any response ends tracking
+	respDone   bool      // stResp and net/http finished the response
+	since      time.Time // when stHead, stIdle or stProbe began
 	prev, next *trackedConn
 	aprev      *trackedConn // in the address's list of heads
 	anext      *trackedConn
-	inRead     atomic.Bool // in stHead or stProbe, blocked reading: the client's time
-	killed     bool        // closed by the Listener
-	why        closeWhy
-	busy       bool // cut short because the places were contended
-	opaque     bool // TLS (or anything not HTTP/1): bytes cannot be read
-	connect    bool // the request is CONNECT: any response ends tracking
-	respDone   bool // stResp and net/http finished the response
 	resp       statusScanner
 
 	// Touched only by the reading goroutine.
-	read headScanner
 	seen bool // a byte has been read
+	read headScanner
 }
 
 // connList is an intrusive list of connections, oldest first.
@@ -863,30 +863,37 @@ func (l *Listener) reap() {
 // headScanner finds the end of an HTTP/1 request head (the empty line
 // after the request line and headers) in the bytes read, without copying
 // them. Empty lines before the request line are skipped, as net/http
-// skips them after a POST.
+// skips them after a POST. It is small: it lives as long as the
+// connection.
 type headScanner struct {
-	line   int  // bytes in the current line so far
-	last   byte // last byte of the current line
-	seen   bool // the request line has begun
-	inReq  bool // in the request line
-	method [8]byte
-	mlen   int
+	line  int32 // bytes in the current line so far
+	last  byte  // last byte of the current line
+	seen  bool  // the request line has begun
+	inReq bool  // in the request line
+	// connect is how much of "CONNECT " the request line has matched so
+	// far, or -1 once it differs.
+	connect int8
 }
+
+const connectPrefix = "CONNECT "
 
 // feed scans b and returns the index just past the end of the head, or -1
 // if it has not ended yet.
 func (s *headScanner) feed(b []byte) int {
 	off := 0
 	for off < len(b) {
-		// Keep the request line's first bytes, for CONNECT.
-		for s.mlen < len(s.method) && off < len(b) && (s.inReq || !s.seen) {
+		// Match the request line's first bytes against CONNECT.
+		for s.connect >= 0 && int(s.connect) < len(connectPrefix) && off < len(b) && (s.inReq || !s.seen) {
 			c := b[off]
 			if c == '\n' || !s.seen && c == '\r' {
 				break
 			}
 			s.seen, s.inReq = true, true
-			s.method[s.mlen] = c
-			s.mlen++
+			if c == connectPrefix[s.connect] {
+				s.connect++
+			} else {
+				s.connect = -1
+			}
 			s.line++
 			s.last = c
 			off++
@@ -894,17 +901,20 @@ func (s *headScanner) feed(b []byte) int {
 		i := bytes.IndexByte(b[off:], '\n')
 		if i < 0 {
 			if seg := b[off:]; len(seg) > 0 {
-				s.line += len(seg)
+				s.line = int32(min(int(s.line)+len(seg), 1<<30)) // net/http caps heads far below
 				s.last = seg[len(seg)-1]
 			}
 			return -1
 		}
 		seg := b[off : off+i]
-		n, last := s.line+len(seg), s.last
+		n, last := int(s.line)+len(seg), s.last
 		if len(seg) > 0 {
 			last = seg[len(seg)-1]
 		}
 		off += i + 1
+		if s.inReq && int(s.connect) < len(connectPrefix) {
+			s.connect = -1 // the request line ended before "CONNECT "
+		}
 		s.line, s.last, s.inReq = 0, 0, false
 		if n == 0 || n == 1 && last == '\r' {
 			if s.seen {
@@ -919,14 +929,14 @@ func (s *headScanner) feed(b []byte) int {
 
 // isConnect reports whether the request line began with "CONNECT ".
 func (s *headScanner) isConnect() bool {
-	return s.mlen == len(s.method) && string(s.method[:]) == "CONNECT "
+	return int(s.connect) == len(connectPrefix)
 }
 
 // statusScanner reads the status line of the response written, skipping
 // informational (1xx other than 101) responses before it.
 type statusScanner struct {
 	buf  [12]byte // "HTTP/1.1 200"
-	n    int
+	n    uint8
 	skip bool // inside an informational response, looking for its end
 	head headScanner
 }
@@ -946,13 +956,13 @@ func (s *statusScanner) feed(p []byte) int {
 			continue
 		}
 		k := copy(s.buf[s.n:], p)
-		s.n += k
+		s.n += uint8(k)
 		p = p[k:]
 		const prefix = "HTTP/1."
-		if m := min(s.n, len(prefix)); string(s.buf[:m]) != prefix[:m] {
+		if m := min(int(s.n), len(prefix)); string(s.buf[:m]) != prefix[:m] {
 			return -1
 		}
-		if s.n < len(s.buf) {
+		if int(s.n) < len(s.buf) {
 			return 0
 		}
 		b := s.buf
@@ -965,7 +975,7 @@ func (s *statusScanner) feed(p []byte) int {
 		}
 		// 100 Continue, 103 Early Hints: the final response follows.
 		s.skip = true
-		s.head = headScanner{seen: true, line: len(s.buf), last: b[11], mlen: len(s.head.method)}
+		s.head = headScanner{seen: true, line: int32(len(s.buf)), last: b[11], connect: -1}
 	}
 	return 0
 }
