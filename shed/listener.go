@@ -266,11 +266,12 @@ type Listener struct {
 // honest newcomers get through at about P per 25 ms, ahead of the slow
 // ones. The server runs at most P goroutines for pending connections, P
 // for those on probation, and MaxIdle for idle ones; the rest wait in the
-// listen queue or are refused. In the package's tests (hostile_test.go,
-// P = 8), an honest client behind 300 slowloris connections from one
-// address completed each upgrade and echo within a few milliseconds, and
-// behind 300 from 100 addresses within about 0.9 s (the time to work
-// through the 300 ahead of it); see the README's Security section.
+// listen queue or are refused. In the package's tests (hostile_test.go),
+// on a loaded 2-core machine, an honest client behind 300 slowloris
+// connections from one address (P = 8) completed each upgrade and echo
+// within 0.2 s (median 1–30 ms), and behind 300 from 100 addresses
+// (P = 16) within 0.4–1.2 s, the time to work through the slow
+// connections queued ahead of it; see the README's Security section.
 //
 // In bench/ (10,000 simultaneous connects, MaxConns 1,000, one core), the
 // admitted clients' echo p99 went from 1.5 ms calm to 0.7 s during the
@@ -290,10 +291,13 @@ type Listener struct {
 //     block them.
 //   - Request bodies are the handler's time: a connection whose request
 //     is complete is not timed out by the Listener while the handler reads
-//     its body (use http.Server.ReadTimeout or http.MaxBytesReader). A
-//     handler that hijacks without Middleware and answers other than 101
-//     should not read from the connection afterwards through net/http's
-//     idle wait (such a connection is taken for an idle keep-alive).
+//     its body (use http.Server.ReadTimeout or http.MaxBytesReader).
+//   - An idle keep-alive connection is recognized by net/http's own steps
+//     after a response (the write deadline cleared, then a read). A
+//     handler that hijacks outside Middleware, answers other than 101,
+//     and then clears the write deadline before it reads would be taken
+//     for one; 101 responses, CONNECT tunnels and hijacks through
+//     Middleware are recognized as such.
 //   - Pacing caps the accept rate while the process is busy (a batch per
 //     few ms per core); a server whose work is handshakes should set
 //     NoPacing.
