@@ -98,10 +98,10 @@ func (l *Listener) heldBy(addr string) int {
 // watcher records, every 5 ms until stopped, the pending connections,
 // those held by one address, and the goroutines.
 type watcher struct {
-	stop                        chan struct{}
-	done                        chan struct{}
-	maxPending, maxHeld, maxGor int
-	sumHeld, samples            int
+	stop                                  chan struct{}
+	done                                  chan struct{}
+	maxPending, maxHeld, maxGor, maxProbe int
+	sumHeld, samples                      int
 }
 
 func watch(l *Listener, addr string) *watcher {
@@ -120,6 +120,9 @@ func watch(l *Listener, addr string) *watcher {
 			sm.maxPending = max(sm.maxPending, l.Pending())
 			sm.maxHeld = max(sm.maxHeld, held)
 			sm.maxGor = max(sm.maxGor, runtime.NumGoroutine())
+			l.mu.Lock()
+			sm.maxProbe = max(sm.maxProbe, l.probe.n)
+			l.mu.Unlock()
 			sm.sumHeld += held
 			sm.samples++
 		}
@@ -305,11 +308,11 @@ func TestHostileSlowloris(t *testing.T) {
 	if sm.maxPending > maxPending || sm.maxHeld > maxPending {
 		t.Errorf("pending reached %d (attackers %d), want at most MaxPending %d", sm.maxPending, sm.maxHeld, maxPending)
 	}
-	// net/http has a goroutine per connection it serves: bounded by the
-	// places and the probation slots (MaxPending each), plus those being
-	// closed.
-	if g.max() > 3*maxPending+4 {
-		t.Errorf("net/http served up to %d connections at once, want at most 3×MaxPending+4 = %d", g.max(), 3*maxPending+4)
+	// net/http has a goroutine per connection it serves: the places and
+	// the probation slots (MaxPending each), plus those cut and still
+	// closing (how many depends on the scheduler; the bound is loose).
+	if sm.maxProbe > maxPending || g.max() > 4*maxPending+8 {
+		t.Errorf("on probation up to %d, net/http served up to %d connections at once; want at most %d and %d", sm.maxProbe, g.max(), maxPending, 4*maxPending+8)
 	}
 	if st.HeaderTimeouts+st.Evicted == 0 || st.Refused[Refusal{ReasonPendingPerIP, ModeHTTP}] == 0 {
 		t.Errorf("no slow connection was cut or refused: %+v", st)
@@ -325,7 +328,7 @@ func TestHostileSlowloris(t *testing.T) {
 // which waits behind the slow connections queued ahead of it in the
 // listen queue. MaxPending is 16, ebb serve's default on one core.
 func TestHostileSlowlorisManyAddresses(t *testing.T) {
-	const addrs, perAddr, maxPending, rounds = 100, 3, 16, 3
+	const addrs, perAddr, maxPending, rounds = 100, 2, 16, 3
 	const deadline = 2 * time.Second
 	s := mustNew(t, nil)
 	srv, ln, g := hostileServer(t, s, &ListenerOptions{MaxPending: maxPending})
@@ -348,12 +351,13 @@ func TestHostileSlowlorisManyAddresses(t *testing.T) {
 	st := s.Stats()
 	slices.Sort(lat)
 	t.Logf("%d/%d honest echoes, each within %v: fastest %v, median %v, slowest %v", rounds, rounds, deadline, lat[0], lat[len(lat)/2], lat[len(lat)-1])
-	t.Logf("pending max %d; net/http conns max %d; header timeouts %d, evicted %d, on probation %d (timed out %d), in_flight refusals %d",
-		sm.maxPending, g.max(), st.HeaderTimeouts, st.Evicted, st.Probation, st.ProbationTimeouts, st.Refused[Refusal{ReasonInFlight, ModeHTTP}])
+	t.Logf("pending max %d; on probation max %d; net/http conns max %d; header timeouts %d, evicted %d, on probation %d (timed out %d), in_flight refusals %d",
+		sm.maxPending, sm.maxProbe, g.max(), st.HeaderTimeouts, st.Evicted, st.Probation, st.ProbationTimeouts, st.Refused[Refusal{ReasonInFlight, ModeHTTP}])
 	// Up to MaxPending more are on probation, with a goroutine each, and
-	// those cut are still closing.
-	if sm.maxPending > maxPending || g.max() > 3*maxPending+4 {
-		t.Errorf("pending max %d, net/http conns max %d: want at most %d and %d", sm.maxPending, g.max(), maxPending, 3*maxPending+4)
+	// those cut are still closing (a loose bound: it depends on the
+	// scheduler).
+	if sm.maxPending > maxPending || sm.maxProbe > maxPending || g.max() > 4*maxPending+8 {
+		t.Errorf("pending max %d, on probation max %d, net/http conns max %d: want at most %d, %d and %d", sm.maxPending, sm.maxProbe, g.max(), maxPending, maxPending, 4*maxPending+8)
 	}
 }
 

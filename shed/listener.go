@@ -269,9 +269,9 @@ type Listener struct {
 // listen queue or are refused. In the package's tests (hostile_test.go),
 // on a loaded 2-core machine, an honest client behind 300 slowloris
 // connections from one address (P = 8) completed each upgrade and echo
-// within 0.2 s (median 1–30 ms), and behind 300 from 100 addresses
-// (P = 16) within 0.4–1.2 s, the time to work through the slow
-// connections queued ahead of it; see the README's Security section.
+// within 0.35 s (median 1–35 ms), and behind 200 from 100 addresses
+// (P = 16) within 0.25 s, the time to work through the slow connections
+// queued ahead of it; see the README's Security section.
 //
 // In bench/ (10,000 simultaneous connects, MaxConns 1,000, one core), the
 // admitted clients' echo p99 went from 1.5 ms calm to 0.7 s during the
