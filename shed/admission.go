@@ -45,10 +45,15 @@ type Limits struct {
 	// or above it.
 	Pressure float64
 	// HardDemand is the hard ceiling on demand, counted as connections
-	// plus recent refusals (a count that halves every
-	// Options.DemandHalfLife). At or above it, refusals are HTTP 503
-	// instead of upgrade-then-1013, because upgrading every refused client
-	// costs more than the server can spare.
+	// plus the refusals of the last Options.DemandWindow that more
+	// capacity could have admitted (per-IP refusals do not count; see
+	// Stats.Demand). At or above it, refusals are HTTP 503 instead of
+	// upgrade-then-1013, because upgrading every refused client costs
+	// more than the server can spare. Hard mode ends once demand falls
+	// below three quarters of HardDemand: within one DemandWindow of the
+	// end of a storm if the connections alone are below that. Set it
+	// well above MaxConns (2× is a good start) so that only a storm
+	// reaches it.
 	HardDemand int
 	// HardPressure is the hard ceiling on runtime pressure, as a ratio to
 	// the pressure limits above (1.5 means 50% past one of them). At or
@@ -107,10 +112,11 @@ const (
 	ReasonSchedLatency                   // Limits.SchedLatency
 	ReasonPressure                       // Limits.Pressure
 	ReasonDraining                       // Shutdown has started
+	ReasonPendingPerIP                   // a Listener's per-address share of pending places (ListenerOptions.MaxPendingPerIP)
 	numReasons         = iota
 )
 
-var reasonNames = [...]string{"", "conns", "per_ip", "rate", "in_flight", "memory", "sched_latency", "pressure", "draining"}
+var reasonNames = [...]string{"", "conns", "per_ip", "rate", "in_flight", "memory", "sched_latency", "pressure", "draining", "pending_per_ip"}
 
 // reasonTexts are the human part of close reasons and 503 bodies.
 var reasonTexts = [...]string{
@@ -123,6 +129,7 @@ var reasonTexts = [...]string{
 	"server overloaded",
 	"server overloaded",
 	"server restarting",
+	"too many unfinished requests from your address",
 }
 
 // String returns the metric label of r, e.g. "per_ip".
@@ -181,25 +188,41 @@ type decision struct {
 	ip     netip.Addr
 }
 
+// pastHardLocked reports whether the process is past a hard ceiling:
+// Limits.HardPressure on the pressure ratio, or Limits.HardDemand on
+// demand (with hysteresis, see demand.go). Past one, refusals are 503s.
+func (s *Shedder) pastHardLocked(ratio, demand float64) bool {
+	hardDemand := s.hardDemandLocked(demand) // always, to keep its state current
+	return s.limits.HardPressure > 0 && ratio >= s.limits.HardPressure || hardDemand
+}
+
 // hardLimitLocked refuses d with an HTTP 503 if the process is past a hard
-// ceiling (Limits.HardPressure on ratio, Limits.HardDemand on demand) and
-// reports whether it did. Middleware and the Listener share it.
-func (s *Shedder) hardLimitLocked(d *decision, ratio float64, why Reason, demand float64, now time.Time) bool {
+// ceiling and reports whether it did. The refusal counts toward demand
+// (capped per address unless capped is false). Middleware and the Listener
+// share it.
+func (s *Shedder) hardLimitLocked(d *decision, ratio float64, why Reason, demand float64, now time.Time, capped bool) bool {
 	l := &s.limits
+	hardDemand := s.hardDemandLocked(demand)
 	switch {
 	case l.HardPressure > 0 && ratio >= l.HardPressure:
-		s.refuseLocked(d, why, ModeHTTP, ratio, now)
-	case l.HardDemand > 0 && demand >= float64(l.HardDemand):
-		s.refuseLocked(d, ReasonConns, ModeHTTP, overload(demand+1, l.MaxConns, l.HardDemand), now)
+		s.refuseLocked(d, why, ModeHTTP, ratio)
+	case hardDemand:
+		s.refuseLocked(d, ReasonConns, ModeHTTP, overload(demand+1, l.MaxConns, l.HardDemand))
 	default:
 		return false
 	}
+	s.countRefusalLocked(now, d.ip, capped)
 	return true
 }
 
 // admit decides on one upgrade request. It returns a slot holding the
 // request's share of every limit when the request is admitted, or nil and
 // the refusal.
+//
+// The per-IP limit is checked first: a client over its own share is told
+// so (and its refusal does not count toward demand, see demand.go) even
+// when the server is also full or past a hard ceiling, where its refusal
+// is a 503 like everyone's.
 func (s *Shedder) admit(r *http.Request) (*slot, decision) {
 	d := decision{ip: s.clientIP(r)}
 	now := s.now()
@@ -212,31 +235,40 @@ func (s *Shedder) admit(r *http.Request) (*slot, decision) {
 	defer s.mu.Unlock()
 	l := &s.limits
 	ratio, preason := rd.ratio(l)
-	refused := s.demand.value(now, s.opts.DemandHalfLife)
-	demand := float64(s.conns) + refused
+	demand, refused := s.demandLocked(now)
+	counts := true
 	switch {
 	case s.draining:
 		d.reason, d.mode, d.code = ReasonDraining, s.opts.DrainMode, s.opts.DrainCode
 		d.hint = s.jitterLocked(s.opts.DrainHint)
 		return nil, d
-	case s.hardLimitLocked(&d, ratio, preason, demand, now):
-	case ratio >= 1:
-		s.refuseLocked(&d, preason, ModeClose, ratio, now)
-	case l.MaxConns > 0 && s.conns >= l.MaxConns:
-		s.refuseLocked(&d, ReasonConns, ModeClose, overload(demand+1, l.MaxConns, 0), now)
 	case l.MaxConnsPerIP > 0 && s.perIP[d.ip] >= l.MaxConnsPerIP:
 		// One client over its own share: its hint does not grow with
 		// refusals of everyone else.
-		s.refuseLocked(&d, ReasonPerIP, ModeClose, overload(float64(s.perIP[d.ip]+1), l.MaxConnsPerIP, 0), now)
+		mode := ModeClose
+		if s.pastHardLocked(ratio, demand) {
+			mode = ModeHTTP
+		}
+		s.refuseLocked(&d, ReasonPerIP, mode, overload(float64(s.perIP[d.ip]+1), l.MaxConnsPerIP, 0))
+		counts = false
+	case s.hardLimitLocked(&d, ratio, preason, demand, now, true):
+		counts = false // counted already
+	case ratio >= 1:
+		s.refuseLocked(&d, preason, ModeClose, ratio)
+	case l.MaxConns > 0 && s.conns >= l.MaxConns:
+		s.refuseLocked(&d, ReasonConns, ModeClose, overload(demand+1, l.MaxConns, 0))
 	case l.MaxInFlight > 0 && s.inflight >= l.MaxInFlight:
-		s.refuseLocked(&d, ReasonInFlight, ModeClose, overload(float64(s.inflight)+refused+1, l.MaxInFlight, 0), now)
+		s.refuseLocked(&d, ReasonInFlight, ModeClose, overload(float64(s.inflight)+refused+1, l.MaxInFlight, 0))
 	case l.Rate > 0 && !s.bucket.take(now):
 		// The bucket refills at Rate per second, so the refused crowd
 		// (plus this client) is served after about (refused+1)/Rate.
 		wait := (refused + 1) / l.Rate
-		s.refuseLocked(&d, ReasonRate, ModeClose, wait/s.opts.RetryBase.Seconds(), now)
+		s.refuseLocked(&d, ReasonRate, ModeClose, wait/s.opts.RetryBase.Seconds())
 	}
 	if d.reason != 0 {
+		if counts {
+			s.countRefusalLocked(now, d.ip, true)
+		}
 		return nil, d
 	}
 	sl := &slot{s: s, ip: d.ip, inflight: true}
@@ -259,10 +291,12 @@ func overload(demand float64, limit, fallback int) float64 {
 	return max(1, demand/float64(limit))
 }
 
-func (s *Shedder) refuseLocked(d *decision, reason Reason, mode Mode, ratio float64, now time.Time) {
+// refuseLocked fills in d as a 1013 refusal with a hint for ratio. It does
+// not count the refusal toward demand; callers do that for the reasons
+// that count (countRefusalLocked).
+func (s *Shedder) refuseLocked(d *decision, reason Reason, mode Mode, ratio float64) {
 	d.reason, d.mode, d.code = reason, mode, closecode.TryAgainLater
 	d.hint = s.hintLocked(ratio)
-	s.demand.add(now, s.opts.DemandHalfLife)
 }
 
 // hintLocked computes a retry hint for an overload ratio:
@@ -353,30 +387,4 @@ func (s *Shedder) unlinkLocked(sl *slot) {
 		s.tail = sl.prev
 	}
 	sl.prev, sl.next, sl.linked = nil, nil, false
-}
-
-// decay is a count that halves every half-life: recent refusals, the
-// measure of how far demand exceeds capacity.
-type decay struct {
-	v  float64
-	at time.Time
-}
-
-func (d *decay) value(now time.Time, halfLife time.Duration) float64 {
-	if d.v == 0 {
-		return 0
-	}
-	dt := now.Sub(d.at)
-	if dt <= 0 {
-		return d.v
-	}
-	return d.v * math.Exp2(-float64(dt)/float64(halfLife))
-}
-
-func (d *decay) add(now time.Time, halfLife time.Duration) {
-	v := d.value(now, halfLife) + 1
-	if now.After(d.at) || d.at.IsZero() {
-		d.at = now
-	}
-	d.v = v
 }

@@ -102,21 +102,38 @@ func TestBucketReconfigure(t *testing.T) {
 	}
 }
 
-func TestDecay(t *testing.T) {
+func TestDemandWindow(t *testing.T) {
 	t.Parallel()
-	now := newFakeClock().Now()
-	var d decay
+	clk := newFakeClock()
+	var w demandWindow
+	w.init(clk.Now(), 2*time.Second)
 	for range 8 {
-		d.add(now, 10*time.Second)
+		w.add(clk.Now())
 	}
-	if got := d.value(now, 10*time.Second); got != 8 {
-		t.Fatalf("value = %v, want 8", got)
+	clk.Advance(time.Second)
+	for range 4 {
+		w.add(clk.Now())
 	}
-	if got := d.value(now.Add(10*time.Second), 10*time.Second); math.Abs(got-4) > 1e-9 {
-		t.Fatalf("value one half-life later = %v, want 4", got)
+	if got := w.value(clk.Now()); got != 12 {
+		t.Fatalf("value = %d, want 12", got)
 	}
-	if got := d.value(now.Add(-time.Second), 10*time.Second); got != 8 {
-		t.Fatalf("value when the clock went back = %v, want 8", got)
+	// The first eight leave one window after their slot began; the
+	// last four one window after theirs.
+	clk.Advance(time.Second)
+	if got := w.value(clk.Now()); got != 4 {
+		t.Fatalf("value one window after the first refusals = %d, want 4", got)
+	}
+	if got := w.value(clk.Now().Add(-time.Minute)); got != 4 {
+		t.Fatalf("value when the clock went back = %d, want 4", got)
+	}
+	clk.Advance(time.Second)
+	if got := w.value(clk.Now()); got != 0 {
+		t.Fatalf("value one window after the last refusal = %d, want 0", got)
+	}
+	clk.Advance(time.Hour)
+	w.add(clk.Now())
+	if got := w.value(clk.Now()); got != 1 {
+		t.Fatalf("value after a long quiet = %d, want 1", got)
 	}
 }
 
@@ -346,9 +363,9 @@ func TestHintGrowsWithOverloadAndIsCapped(t *testing.T) {
 			t.Fatalf("hint %d = %v, want %v", i, h, want)
 		}
 	}
-	// Refusals are forgotten over time: ten half-lives later the hint is
-	// back near the base.
-	clk.Advance(10 * DefaultDemandHalfLife)
+	// Refusals are forgotten: one demand window later the hint is back
+	// near the base.
+	clk.Advance(DefaultDemandWindow)
 	if _, d := s.admit(upgradeRequest("10.0.0.2:1")); d.hint > 1200*time.Millisecond {
 		t.Fatalf("hint after the storm passed = %v, want about 1.1 s", d.hint)
 	}

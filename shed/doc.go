@@ -43,6 +43,32 @@
 //	ln, _ := net.Listen("tcp", ":8080")
 //	http.Serve(sh.Listener(ln, &shed.ListenerOptions{MaxPending: 16 * runtime.GOMAXPROCS(0)}), mux)
 //
+// # Hostile clients
+//
+// The same Listener keeps clients that hold connections without finishing
+// requests from holding the server. Its bounds, all options of
+// [ListenerOptions] with P = MaxPending:
+//
+//   - pending places: P connections receiving or being handled before the
+//     response begins (default 0: no bound; ebb serve uses 16×GOMAXPROCS);
+//   - request headers: 10 s (HeaderTimeout) while at most P/2 places are
+//     used, shrinking linearly to 1 s (MinHeaderTimeout) with all P used;
+//   - one address: while all places are taken, an address with
+//     max(2, P/4) (MaxPendingPerIP) slow requests gets a 503 at once, and
+//     its slow connections give their places to newcomers from other
+//     addresses (after 250 ms, or at once to a newcomer whose request is
+//     complete within 25 ms of its connection);
+//   - idle keep-alive connections: none of the P places; at most
+//     max(64, P) (MaxIdle), each kept 30 s (IdleTimeout), less as places
+//     fill.
+//
+// [Shedder.Listener] says what an attacker can hold with N connections.
+// Past a hard ceiling, demand that comes from one address over
+// [Limits.MaxConnsPerIP] does not count, so one address cannot turn the
+// server to 503s for everyone, and hard mode ends within
+// [Options.DemandWindow] (2 s) of the end of a storm (see Stats.Demand
+// and Limits.HardDemand).
+//
 // # Metrics
 //
 // [Shedder.WritePrometheus] writes these metrics in the Prometheus text
@@ -52,15 +78,32 @@
 //	ebb_handshakes_in_flight             gauge    admitted requests that have not yet hijacked or registered
 //	ebb_pressure_ratio                   gauge    last sampled runtime pressure, 1 = at a pressure limit
 //	ebb_draining                         gauge    1 once Shutdown has started
+//	ebb_demand                           gauge    connections plus the refusals of the last DemandWindow that more capacity could have admitted
+//	ebb_hard_mode                        gauge    1 while demand is past HardDemand (refusals are 503s)
+//	ebb_hard_mode_entered_total          counter  times hard mode started
 //	ebb_admitted_total                   counter  upgrade requests admitted
 //	ebb_refused_total{reason,mode}       counter  upgrade requests refused, by Reason and Mode
 //	ebb_shed_total                       counter  connections closed with 1013 by shedding
 //	ebb_drained_total                    counter  connections closed by Shutdown with the drain code
 //	ebb_force_closed_total               counter  connections force-closed when Shutdown's context ended
+//	ebb_listener_pending                 gauge    connections at Listeners receiving or being handled before the response begins
+//	ebb_listener_idle                    gauge    idle keep-alive HTTP connections at Listeners
+//	ebb_listener_pending_waits_total     counter  connections that waited for a pending place
+//	ebb_listener_probation_total         counter  connections a full Listener took on probation
+//	ebb_listener_closed_total{reason}    counter  connections a Listener closed, by reason
 //	ebb_close_codes_total{code,direction} counter close codes sent and received (direction "sent" or "received")
 //
-// reason is one of conns, per_ip, rate, in_flight, memory, sched_latency,
-// pressure, draining; mode is close (upgrade, then Close frame) or http
-// (503 before the upgrade). Codes outside the wire ranges are counted under
+// In ebb_refused_total, reason is one of conns, per_ip, rate, in_flight,
+// memory, sched_latency, pressure, draining, pending_per_ip (a Listener's
+// per-address share of pending places); mode is close (upgrade, then
+// Close frame) or http (503 before the upgrade). In
+// ebb_listener_closed_total, reason is header_timeout (request headers
+// past the header time; answered 408, or 503 with a retry hint when the
+// time was cut short by contended places), evicted (slow request headers
+// whose place went to a newcomer from another address; 503), probation (a
+// connection on probation whose request head was not in within 25 ms;
+// 503), idle_timeout, idle_limit (MaxIdle others were idle), or no_place
+// (a request on a kept-alive or probation connection found no place
+// within PendingWait). Codes outside the wire ranges are counted under
 // code="other".
 package shed

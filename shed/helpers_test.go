@@ -123,7 +123,14 @@ type rawClient struct {
 // dialRaw connects to addr and sends an upgrade request with extra headers.
 // It returns the client and the handshake response.
 func dialRaw(addr string, header http.Header) (*rawClient, *http.Response, error) {
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	return dialRawFrom("", addr, header)
+}
+
+// dialRawFrom is dialRaw from the local address local ("" for any). Linux
+// routes all of 127.0.0.0/8 to the loopback interface, so 127.0.0.2,
+// 127.0.0.3, … are other client addresses for shed's per-address rules.
+func dialRawFrom(local, addr string, header http.Header) (*rawClient, *http.Response, error) {
+	c, err := dialFrom(local, addr)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -157,10 +164,23 @@ func dialRaw(addr string, header http.Header) (*rawClient, *http.Response, error
 	return &rawClient{c: c, br: br}, resp, nil
 }
 
+// dialFrom opens a TCP connection to addr from the local IP local ("" for
+// any).
+func dialFrom(local, addr string) (net.Conn, error) {
+	d := net.Dialer{Timeout: 5 * time.Second}
+	if local != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(local)}
+	}
+	return d.Dial("tcp", addr)
+}
+
 func sha1Sum(b []byte) []byte {
 	s := sha1.Sum(b)
 	return s[:]
 }
+
+// wsGUID is the fixed string RFC 6455 §1.3 appends to Sec-WebSocket-Key.
+const wsGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 // wantAccept computes Sec-WebSocket-Accept the slow, obvious way.
 func wantAccept(key string) string {

@@ -5,93 +5,170 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/ebb-ws/ebb/closecode"
 )
 
-// DefaultCannedWriteTimeout bounds the write of the listener's canned 503
-// when ListenerOptions.WriteTimeout is zero. The response is a couple of
-// hundred bytes written to a socket whose send buffer is empty, so it never
-// waits in practice; the deadline only keeps a pathological peer from
-// stalling the accept loop.
-const DefaultCannedWriteTimeout = 5 * time.Millisecond
-
-// DefaultPendingWait is how long Accept holds a connection waiting for a
-// pending place when ListenerOptions.PendingWait is zero.
-const DefaultPendingWait = 250 * time.Millisecond
+// Defaults for the zero values of ListenerOptions fields.
+const (
+	// DefaultCannedWriteTimeout bounds the write of the listener's canned
+	// 503 (and 408). The response is a couple of hundred bytes written to
+	// a socket whose send buffer is empty, so it never waits in practice;
+	// the deadline only keeps a pathological peer from stalling the
+	// accept loop.
+	DefaultCannedWriteTimeout = 5 * time.Millisecond
+	// DefaultPendingWait is how long Accept holds a connection waiting
+	// for a pending place.
+	DefaultPendingWait = 250 * time.Millisecond
+	// DefaultHeaderTimeout is the time a connection has to send its
+	// request headers while at most half the pending places are used.
+	DefaultHeaderTimeout = 10 * time.Second
+	// DefaultMinHeaderTimeout is the time a connection has to send its
+	// request headers when every pending place is used.
+	DefaultMinHeaderTimeout = time.Second
+	// DefaultIdleTimeout is how long an idle keep-alive connection is
+	// kept while at most half the pending places are used.
+	DefaultIdleTimeout = 30 * time.Second
+	// DefaultMaxIdle is the least number of idle keep-alive connections
+	// kept by default (MaxPending if that is larger).
+	DefaultMaxIdle = 64
+)
 
 // ListenerOptions configure Shedder.Listener. The zero value (or nil) is
-// usable: pace the accept loop during bursts and refuse there only past
-// the Shedder's hard ceiling; set MaxPending too.
+// usable: pace the accept loop during bursts, refuse there only past the
+// Shedder's hard ceiling, time out slow request headers after 10 s, keep at
+// most 64 idle keep-alive connections for 30 s each. Set MaxPending too:
+// most protections scale with it.
 type ListenerOptions struct {
-	// MaxPending bounds the connections accepted through the listener that
-	// are not admitted WebSocket connections yet: HTTP requests being read,
-	// handshakes in progress, and idle keep-alive HTTP connections. A
-	// connection stops being pending when the handler behind Middleware
-	// hijacks it (Accept and Handler do), when a 1013 refusal has been
-	// written to it, or when it is closed.
+	// MaxPending bounds the pending connections: those accepted through
+	// the listener that are receiving a request's headers or are being
+	// handled (admission, handshake) before the response begins. A
+	// connection stops being pending when the response begins: a 101
+	// (the WebSocket is open, or refused with a 1013 Close frame), any
+	// other response (it becomes an HTTP connection), a hijack through
+	// Middleware, or when it is closed. Idle keep-alive connections are
+	// not pending (see MaxIdle); a keep-alive connection whose next
+	// request arrives needs a place again.
 	//
-	// At the bound, Accept waits (up to PendingWait) for a place before it
-	// hands the server the next connection; the clients behind it wait in
-	// the kernel's listen queue, where they cost the process nothing. This
-	// bounds a connect storm's work: the server's scheduler never has more
-	// than MaxPending handshakes queued ahead of the established
+	// At the bound, Accept waits (up to PendingWait) for a place before
+	// it hands the server the next connection; the clients behind it wait
+	// in the kernel's listen queue, where they cost the process nothing.
+	// This bounds a connect storm's work: the server's scheduler never has
+	// more than MaxPending handshakes queued ahead of the established
 	// connections' reads, so their latency holds, while every client still
 	// gets its answer (admitted, 1013, or 503 past the hard ceiling) in
-	// turn.
-	// 16 × GOMAXPROCS kept the cores busy and the admitted connections'
-	// latency low in bench/'s storm (ebb serve's default); 0 means no
-	// bound, with which pacing cannot protect anything (see Listener).
+	// turn. 16 × GOMAXPROCS kept the cores busy and the admitted
+	// connections' latency low in bench/'s storm (ebb serve's default); 0
+	// means no bound, with which pacing cannot protect anything and the
+	// header and idle timeouts do not adapt (see Listener).
 	MaxPending int
 	// PendingWait bounds how long Accept waits for a pending place. When
-	// it runs out (the pending connections are slow, e.g. clients that
-	// never finish their request), the connection in hand gets the canned
-	// 503 (reason in_flight) and Accept moves on, so a handful of stalled
-	// clients cannot stop the listener. Default DefaultPendingWait; a
-	// negative value refuses at once when MaxPending connections are
-	// pending.
+	// it runs out, the connection in hand gets the canned 503 (reason
+	// in_flight) and Accept moves on, so a handful of stalled clients
+	// cannot stop the listener. Default DefaultPendingWait (250 ms); a
+	// negative value refuses at once when no place is free.
 	PendingWait time.Duration
+	// MaxPendingPerIP is an address's share of the pending places when
+	// they are contended: while every place is taken, a new connection
+	// from an address that already has MaxPendingPerIP connections still
+	// sending their request, the oldest for at least the grace time
+	// (MinHeaderTimeout/4), is refused at once with the canned 503
+	// (reason pending_per_ip) instead of waiting. A connection from
+	// another address can also take the place of a slow one (see
+	// Listener), never one from its own. Default max(2, MaxPending/4);
+	// negative turns the rule off. Addresses are grouped as for
+	// Limits.MaxConnsPerIP (Options.IPv6PrefixBits); the addresses in
+	// Options.TrustedProxies are exempt, since many clients stand behind
+	// them (the Listener sees the proxy, not X-Forwarded-For).
+	MaxPendingPerIP int
+	// HeaderTimeout is how long a connection may take to send its
+	// request headers (from accept, or from the first byte of a
+	// keep-alive connection's next request) while at most half the
+	// pending places are used. Past half, the time shrinks linearly to
+	// MinHeaderTimeout when every place is used; a connection past its
+	// time is answered 408 (503 with a retry hint past half) and closed.
+	// net/http's own ReadHeaderTimeout and ReadTimeout apply as well.
+	// Default DefaultHeaderTimeout (10 s); negative turns the Listener's
+	// header timeout off.
+	HeaderTimeout time.Duration
+	// MinHeaderTimeout is the header time when every pending place is
+	// used, and the floor of the idle timeout. A quarter of it is the
+	// grace time after which a connection still sending its headers may
+	// lose its place to a new connection from another address when every
+	// place is taken (see Listener). Default DefaultMinHeaderTimeout
+	// (1 s); it is capped at HeaderTimeout.
+	MinHeaderTimeout time.Duration
+	// MaxIdle bounds the idle keep-alive HTTP connections: those whose
+	// response is written and that wait for their next request. Past it
+	// the connection idle longest is closed. Default
+	// max(DefaultMaxIdle, MaxPending); negative keeps none (a connection
+	// is closed when its response is done).
+	MaxIdle int
+	// IdleTimeout is how long an idle keep-alive connection is kept while
+	// at most half the pending places are used; past half it shrinks
+	// like the header time, to MinHeaderTimeout when every place is used.
+	// net/http's own IdleTimeout applies as well. Default
+	// DefaultIdleTimeout (30 s); negative keeps idle connections until
+	// MaxIdle pushes them out.
+	IdleTimeout time.Duration
 	// NoPacing turns off pacing (see Listener): Accept then takes
 	// connections as fast as they come, however busy the process is. For
 	// servers whose work is handshakes rather than established
 	// connections.
 	NoPacing bool
-	// WriteTimeout bounds the write of the canned 503. Default
+	// WriteTimeout bounds the write of the canned 503 and 408. Default
 	// DefaultCannedWriteTimeout.
 	WriteTimeout time.Duration
 }
 
 // Listener is a net.Listener that protects established connections from
-// a connect storm: it paces and bounds the connections it hands to the
-// server and refuses the excess in its Accept loop. Create it with
-// Shedder.Listener. Its methods are safe for concurrent use.
+// a connect storm and the server from clients that hold connections
+// without finishing requests: it paces and bounds the connections it
+// hands to the server, times out slow requests, keeps idle keep-alive
+// connections apart, and refuses the excess in its Accept loop. Create it
+// with Shedder.Listener. Its methods are safe for concurrent use.
 type Listener struct {
 	net.Listener
 	s            *Shedder
-	maxPending   int64
+	maxPending   int
 	pendingWait  time.Duration
+	share        int           // MaxPendingPerIP; 0: off
+	headerTime   time.Duration // < 0: off
+	minTime      time.Duration
+	grace        time.Duration
+	maxIdle      int           // < 0: keep none
+	idleTime     time.Duration // < 0: off
 	writeTimeout time.Duration
+	pacer        *pacer // nil with NoPacing
 
-	pending atomic.Int64
-	refused atomic.Uint64
-	// places holds one token per pending connection when MaxPending > 0:
-	// Accept waits on it, and a connection leaving pending frees its token.
-	places    chan struct{}
-	closed    chan struct{} // closed by Close, ends a wait for a place
+	refused   atomic.Uint64
+	closed    chan struct{} // closed by Close, ends waits for a place
 	closeOnce sync.Once
-	pacer     *pacer // nil with NoPacing
+
+	mu      sync.Mutex
+	pending int      // connections in stHead or stHandle
+	heads   connList // connections in stHead, oldest first
+	idle    connList // connections in stIdle, idle longest first
+	probe   connList // connections in stProbe, oldest first
+	addrs   map[netip.Addr]*addrHeads
+	waiters int
+	freed   chan struct{} // closed when a place frees while waiters > 0
+	reaping bool          // the reaper goroutine runs
+	poke    chan struct{} // wakes the reaper
+	wakeAt  time.Time     // when the reaper wakes next
 
 	bufMu sync.Mutex
-	buf   []byte // scratch for the canned response, reused under bufMu
+	buf   []byte // scratch for the canned responses, reused under bufMu
 }
 
-// Listener wraps inner so that a connect storm costs the established
-// connections as little as possible. It does three things in Accept:
+// Listener wraps inner so that neither a connect storm nor clients that
+// hold connections open without finishing requests cost the established
+// connections or the other clients their service. Its Accept does this:
 //
 // Pacing (unless ListenerOptions.NoPacing). During a burst (more than
 // 4 × GOMAXPROCS connections within a millisecond) the accept loop steps
@@ -102,17 +179,18 @@ type Listener struct {
 // pace.go says why Go's scheduler needs this.
 //
 // Bounding (ListenerOptions.MaxPending). At most MaxPending connections
-// are between accept and admission at a time; the next waits in the
-// kernel's listen queue. Without a bound, pacing cannot help: net/http
-// starts a goroutine per accepted connection, and they all queue ahead.
+// are pending (receiving their request, or being handled before the
+// response begins) at a time; the next waits in the kernel's listen queue.
+// Without a bound, pacing cannot help: net/http starts a goroutine per
+// accepted connection, and they all queue ahead.
 //
 // Refusing, with no goroutine and no HTTP parsing, when
 //
 //   - runtime pressure is at or above Limits.HardPressure,
-//   - demand (connections plus recent refusals) is at or above
-//     Limits.HardDemand,
-//   - MaxPending connections are pending and none left within
-//     ListenerOptions.PendingWait, or
+//   - demand is past Limits.HardDemand (see Stats.Demand),
+//   - no pending place is free within ListenerOptions.PendingWait,
+//   - the client's address holds its share of contended places with
+//     slow requests (MaxPendingPerIP, below), or
 //   - Shutdown has started and Options.DrainMode is ModeHTTP.
 //
 // The refused client gets a pre-rendered "HTTP/1.1 503 Service
@@ -120,11 +198,80 @@ type Listener struct {
 // seconds), "Connection: close" and the reason as the body, written once
 // with a short deadline; then the connection is closed without reading the
 // request. Refusals are counted in Stats and ebb_refused_total with mode
-// http; those past the hard ceiling add to demand like any other refusal,
-// MaxPending ones do not. Options.OnState is not called for them, since
-// there is no request to report. Every other connection goes to the server
-// unchanged, and Middleware decides on it as before (1013 refusals
-// included).
+// http. Past a hard ceiling, a client whose address is over
+// Limits.MaxConnsPerIP is refused for per_ip; only the other hard-ceiling
+// refusals count toward demand (see Stats.Demand). Options.OnState is not
+// called for them, since there is no request to report. Every other
+// connection goes to the server, and Middleware decides on it as before
+// (1013 refusals included).
+//
+// # Hostile clients
+//
+// The Listener watches the bytes each connection carries (request headers
+// in, the status line out), without copying them, to know where it is:
+// sending its request, being handled, answered, idle between keep-alive
+// requests, or upgraded. A connection counts as slow only while the
+// server is blocked reading from it: a request not read yet because the
+// server is busy (a connect storm) is the server's delay, and none of the
+// rules below cut it. With P = MaxPending, S = MaxPendingPerIP (default
+// max(2, P/4)), T = HeaderTimeout (10 s), F = MinHeaderTimeout (1 s), and
+// grace G = F/4:
+//
+//   - Slow request headers (slowloris). A connection has T to send its
+//     request headers while at most P/2 places are used; past that the
+//     time shrinks linearly to F with all P used (with P = 32: 10 s up to
+//     16 used, 5.5 s at 24, 1 s at 32). The time is judged against the
+//     current use, so a filling listener cuts the connections that are
+//     already slow. A connection past its time is closed
+//     (ebb_listener_closed_total{reason="header_timeout"}) after a 408,
+//     or, when its time was cut short because places are contended, a
+//     503 with Retry-After ("request too slow while the server is busy;
+//     retry-after=…"): it may be an honest client the server could not
+//     wait for, such as one starved of CPU in a connect storm.
+//   - One address. While every place is taken, a new connection from an
+//     address that already has S connections still sending their
+//     requests, the oldest for G or more, is refused at once with the
+//     canned 503 (reason pending_per_ip) instead of holding up the accept
+//     loop.
+//   - Probation. While every place is taken and at least half are held by
+//     connections that have been sending their request for more than
+//     25 ms, a new connection is handed to the server on probation,
+//     without a place (at most P at a time): if its whole request head is
+//     in within 25 ms, as an honest client's is (it sends it right behind
+//     the TCP handshake), it takes the place of the connection from
+//     another address that has been sending its request the longest
+//     (reason="evicted" for that one, answered with the same 503); if
+//     not, it gets the 503 (reason="probation"). So slow connections from many addresses are
+//     worked through at P per 25 ms instead of holding up the honest
+//     clients queued behind them in the listen queue. Otherwise, a new
+//     connection takes the place of a connection from another address
+//     that has been sending its request for G or more, or waits up to
+//     PendingWait.
+//   - Connections being handled (their request complete) are never cut:
+//     that is the server's own work, and it ends by itself.
+//   - Idle keep-alive connections hold no pending place; at most MaxIdle
+//     (default max(64, P)) are kept, each for IdleTimeout (30 s) while at
+//     most P/2 places are used, shrinking like the header time to F when
+//     all are used; past the bound the one idle longest is closed. A
+//     keep-alive connection whose next request arrives needs a place
+//     like a new connection: if none frees within PendingWait it is
+//     closed (reason="no_place"), and a browser or Go client then retries
+//     on a new connection.
+//
+// So, with N connections an attacker holds: from one address, at most P
+// places while nobody else needs them, each for at most F once they are
+// all taken; its further connections are answered 503 at once, and each
+// honest newcomer from elsewhere takes one of its places within 25 ms.
+// From many addresses, each connection holds a place for at most F, and
+// honest newcomers get through at about P per 25 ms, ahead of the slow
+// ones. The server runs at most P goroutines for pending connections, P
+// for those on probation, and MaxIdle for idle ones; the rest wait in the
+// listen queue or are refused. In the package's tests (hostile_test.go),
+// on a loaded 2-core machine, an honest client behind 300 slowloris
+// connections from one address (P = 8) completed each upgrade and echo
+// within 0.35 s (median 1–35 ms), and behind 200 from 100 addresses
+// (P = 16) within 0.25 s, the time to work through the slow connections
+// queued ahead of it; see the README's Security section.
 //
 // In bench/ (10,000 simultaneous connects, MaxConns 1,000, one core), the
 // admitted clients' echo p99 went from 1.5 ms calm to 0.7 s during the
@@ -139,18 +286,32 @@ type Listener struct {
 //     one that tells browsers when to come back. Set the ceiling well
 //     above MaxConns (e.g. 2×) so that only a storm reaches it.
 //   - The listener paces and refuses every connection, not only WebSocket
-//     upgrades: serve health checks and metrics on another listener. Idle
-//     keep-alive HTTP connections count as pending.
+//     upgrades; health checks and metrics are better served on another
+//     listener, although idle keep-alives and slow requests no longer
+//     block them.
+//   - Request bodies are the handler's time: a connection whose request
+//     is complete is not timed out by the Listener while the handler reads
+//     its body (use http.Server.ReadTimeout or http.MaxBytesReader).
+//   - An idle keep-alive connection is recognized by net/http's own steps
+//     after a response (the write deadline cleared, then a read). A
+//     handler that hijacks outside Middleware, answers other than 101,
+//     and then clears the write deadline before it reads would be taken
+//     for one; 101 responses, CONNECT tunnels and hijacks through
+//     Middleware are recognized as such.
 //   - Pacing caps the accept rate while the process is busy (a batch per
 //     few ms per core); a server whose work is handshakes should set
 //     NoPacing.
 //   - The 503 is plain HTTP/1.1. Put the listener under TLS
 //     (tls.NewListener(sh.Listener(ln, nil), cfg)) and a TLS client sees
 //     a failed handshake instead of the 503, which still costs the server
-//     almost nothing.
+//     almost nothing. Under TLS the Listener cannot read the requests: a
+//     connection has the header time to start its handshake's answer, and
+//     stays pending until it is hijacked through Middleware, refused, or
+//     closed, as net/http's own timeouts allow; idle keep-alives are not
+//     told apart.
 //
 // The listener takes the Shedder's lock once per accepted connection, as
-// admission does per request.
+// admission does per request, and its own lock a few times per request.
 func (s *Shedder) Listener(inner net.Listener, opts *ListenerOptions) *Listener {
 	var o ListenerOptions
 	if opts != nil {
@@ -162,16 +323,46 @@ func (s *Shedder) Listener(inner net.Listener, opts *ListenerOptions) *Listener 
 	if o.PendingWait == 0 {
 		o.PendingWait = DefaultPendingWait
 	}
+	o.MaxPending = max(0, o.MaxPending)
+	switch {
+	case o.MaxPendingPerIP == 0:
+		o.MaxPendingPerIP = max(2, o.MaxPending/4)
+	case o.MaxPendingPerIP < 0:
+		o.MaxPendingPerIP = 0
+	}
+	if o.HeaderTimeout == 0 {
+		o.HeaderTimeout = DefaultHeaderTimeout
+	}
+	if o.MinHeaderTimeout <= 0 {
+		o.MinHeaderTimeout = DefaultMinHeaderTimeout
+	}
+	if o.HeaderTimeout > 0 {
+		o.MinHeaderTimeout = min(o.MinHeaderTimeout, o.HeaderTimeout)
+	}
+	if o.MaxIdle == 0 {
+		o.MaxIdle = max(DefaultMaxIdle, o.MaxPending)
+	}
+	if o.IdleTimeout == 0 {
+		o.IdleTimeout = DefaultIdleTimeout
+	}
 	l := &Listener{
 		Listener:     inner,
 		s:            s,
-		maxPending:   int64(max(0, o.MaxPending)),
+		maxPending:   o.MaxPending,
 		pendingWait:  max(0, o.PendingWait),
+		share:        o.MaxPendingPerIP,
+		headerTime:   o.HeaderTimeout,
+		minTime:      o.MinHeaderTimeout,
+		grace:        o.MinHeaderTimeout / 4,
+		maxIdle:      o.MaxIdle,
+		idleTime:     o.IdleTimeout,
 		writeTimeout: o.WriteTimeout,
 		closed:       make(chan struct{}),
+		addrs:        make(map[netip.Addr]*addrHeads),
+		poke:         make(chan struct{}, 1),
 	}
-	if l.maxPending > 0 {
-		l.places = make(chan struct{}, l.maxPending)
+	if o.PendingWait < 0 {
+		l.pendingWait = -1
 	}
 	if !o.NoPacing {
 		l.pacer = newPacer()
@@ -180,9 +371,9 @@ func (s *Shedder) Listener(inner net.Listener, opts *ListenerOptions) *Listener 
 }
 
 // Accept returns the next connection the Shedder has room to consider,
-// answering and closing the ones it has not. At MaxPending it waits for a
-// place first (see ListenerOptions.MaxPending). Errors come from the inner
-// listener.
+// answering and closing the ones it has not. At MaxPending it takes a
+// place from a slow connection or waits for one first (see Listener).
+// Errors come from the inner listener.
 func (l *Listener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
@@ -192,71 +383,68 @@ func (l *Listener) Accept() (net.Conn, error) {
 		if l.pacer != nil && l.pacer.take(time.Now()) {
 			l.pacer.stepAside()
 		}
-		if d, refuse := l.s.admitConn(); refuse {
+		addr, exempt := l.peer(c)
+		if d, refuse := l.s.admitConn(addr, exempt); refuse {
 			l.refuse(c, d)
 			continue
 		}
-		if !l.enterPending() {
-			l.refuse(c, l.s.pendingRefusal(l.maxPending))
+		tc := newTracked(c, l, addr, exempt)
+		if why := l.admitPending(tc); why != 0 {
+			l.refuse(c, l.s.pendingRefusal(why, l.maxPending, l.share))
 			continue
 		}
-		return wrapPending(c, l), nil
+		return tc.wrapped(), nil
 	}
 }
 
-// enterPending takes a pending place, waiting up to PendingWait for one
-// at MaxPending. It reports false if none freed in time or the listener
-// was closed.
-func (l *Listener) enterPending() bool {
-	if l.places != nil {
-		select {
-		case l.places <- struct{}{}:
-		default:
-			if l.pendingWait <= 0 {
-				return false
-			}
-			t := time.NewTimer(l.pendingWait)
-			defer t.Stop()
-			select {
-			case l.places <- struct{}{}:
-			case <-t.C:
-				return false
-			case <-l.closed:
-				return false
-			}
-		}
+// peer returns the address the per-address rules count c under, and
+// whether it is exempt from them (a trusted proxy).
+func (l *Listener) peer(c net.Conn) (netip.Addr, bool) {
+	var a netip.Addr
+	switch ra := c.RemoteAddr().(type) {
+	case *net.TCPAddr:
+		a = ra.AddrPort().Addr()
+	case nil:
+	default:
+		a = parseHostPort(ra.String())
 	}
-	l.pending.Add(1)
-	return true
+	a = a.WithZone("")
+	return l.s.group(a), l.s.trusted(a)
 }
 
-// leavePending frees the place of a connection that was pending.
-func (l *Listener) leavePending() {
-	l.pending.Add(-1)
-	if l.places != nil {
-		<-l.places
-	}
-}
-
-// Close closes the inner listener and ends a wait for a pending place.
+// Close closes the inner listener and ends the waits for a pending place.
+// Connections already accepted are left to the server.
 func (l *Listener) Close() error {
 	l.closeOnce.Do(func() { close(l.closed) })
 	return l.Listener.Close()
 }
 
-// Pending returns the connections accepted and not yet admitted, refused
-// with 1013, or closed (see ListenerOptions.MaxPending).
-func (l *Listener) Pending() int { return int(l.pending.Load()) }
+// Pending returns the connections receiving or being handled before their
+// response begins (see ListenerOptions.MaxPending).
+func (l *Listener) Pending() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.pending
+}
+
+// Idle returns the idle keep-alive HTTP connections (see
+// ListenerOptions.MaxIdle).
+func (l *Listener) Idle() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.idle.n
+}
 
 // Refused returns how many connections this listener answered with its
 // canned 503. They are also in the Shedder's Stats.
 func (l *Listener) Refused() uint64 { return l.refused.Load() }
 
-// admitConn decides at accept time whether a connection must be refused
-// before any HTTP is read: only the hard limits apply here (the soft ones
-// need the request and are Middleware's job).
-func (s *Shedder) admitConn() (decision, bool) {
-	var d decision
+// admitConn decides at accept time whether a connection from addr must be
+// refused before any HTTP is read: only the hard limits apply here (the
+// soft ones need the request and are Middleware's job). exempt says addr
+// is a trusted proxy, which stands for many clients.
+func (s *Shedder) admitConn(addr netip.Addr, exempt bool) (decision, bool) {
+	d := decision{ip: addr}
 	now := s.now()
 	var rd *reading
 	if s.pressureOn.Load() {
@@ -269,21 +457,36 @@ func (s *Shedder) admitConn() (decision, bool) {
 		d.hint = s.jitterLocked(s.opts.DrainHint)
 		return d, true
 	}
-	ratio, why := rd.ratio(&s.limits)
-	demand := float64(s.conns) + s.demand.value(now, s.opts.DemandHalfLife)
-	return d, s.hardLimitLocked(&d, ratio, why, demand, now)
+	l := &s.limits
+	ratio, why := rd.ratio(l)
+	demand, _ := s.demandLocked(now)
+	if !s.pastHardLocked(ratio, demand) {
+		return d, false
+	}
+	if !exempt && l.MaxConnsPerIP > 0 && s.perIP[addr] >= l.MaxConnsPerIP {
+		// Over its own share: refused as such, without counting toward
+		// demand (one address must not keep hard mode on).
+		s.refuseLocked(&d, ReasonPerIP, ModeHTTP, overload(float64(s.perIP[addr]+1), l.MaxConnsPerIP, 0))
+		return d, true
+	}
+	return d, s.hardLimitLocked(&d, ratio, why, demand, now, !exempt)
 }
 
 // pendingRefusal is the 503 for a connection that found no pending place
-// within PendingWait. It is not added to demand: MaxPending paces
+// (why is ReasonInFlight) or whose address is over its share of them
+// (ReasonPendingPerIP). Neither is added to demand: MaxPending paces
 // handshakes and says nothing about room for connections. Counting these
 // refusals would trip HardDemand within one storm and turn away the
 // pending clients too, with slots still free.
-func (s *Shedder) pendingRefusal(maxPending int64) decision {
+func (s *Shedder) pendingRefusal(why Reason, maxPending, share int) decision {
+	limit := max(1, maxPending)
+	if why == ReasonPendingPerIP {
+		limit = max(1, share)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return decision{reason: ReasonInFlight, mode: ModeHTTP, code: closecode.TryAgainLater,
-		hint: s.hintLocked(float64(maxPending+1) / float64(maxPending))}
+	return decision{reason: why, mode: ModeHTTP, code: closecode.TryAgainLater,
+		hint: s.hintLocked(float64(limit+1) / float64(limit))}
 }
 
 // refuse writes the canned 503 to c and closes it. The refusal is counted
@@ -298,13 +501,26 @@ func (l *Listener) refuse(c net.Conn, d decision) {
 			slog.String("client", c.RemoteAddr().String()), slog.Duration("hint", d.hint))
 	}
 	l.bufMu.Lock()
-	l.buf = appendCanned503(l.buf[:0], d.reason, d.hint)
+	l.buf = appendCanned503(l.buf[:0], d.reason.Text(), d.hint)
 	if c.SetWriteDeadline(time.Now().Add(l.writeTimeout)) == nil {
 		_, _ = c.Write(l.buf)
 	}
 	l.bufMu.Unlock()
 	_ = c.Close()
 }
+
+// canned408 answers a connection whose request headers did not arrive
+// within the full header time, as HAProxy and nginx do.
+const canned408 = "HTTP/1.1 408 Request Timeout\r\n" +
+	"Content-Type: text/plain; charset=utf-8\r\n" +
+	"Connection: close\r\n" +
+	"Content-Length: 25\r\n\r\n" +
+	"request headers too slow\n"
+
+// slowText is the reason in the 503 for a connection whose request was
+// cut short because the places were contended: it may be an honest client
+// the server could not wait for, and it is told when to come back.
+const slowText = "request too slow while the server is busy"
 
 // The fixed parts of the canned 503. Only Retry-After, Content-Length and
 // the body vary, and they are appended into a reused buffer, so a refusal
@@ -320,14 +536,14 @@ const (
 	canned503End    = "\r\n\r\n"
 )
 
-// appendCanned503 appends the listener's 503 for reason and hint. The body
-// is the reason with the hint in the form of closecode.FormatRetryHint
-// ("server at capacity; retry-after=4.5"), the same text a 1013 refusal
-// carries, and Retry-After is the hint in whole seconds, rounded up.
-func appendCanned503(dst []byte, reason Reason, hint time.Duration) []byte {
+// appendCanned503 appends the listener's 503 for a reason's text and a
+// hint. The body is the text with the hint in the form of
+// closecode.FormatRetryHint ("server at capacity; retry-after=4.5"), the
+// same text a 1013 refusal carries, and Retry-After is the hint in whole
+// seconds, rounded up.
+func appendCanned503(dst []byte, text string, hint time.Duration) []byte {
 	hint = max(hint, 0)
 	tenths := int64(math.Ceil(hint.Seconds() * 10))
-	text := reason.Text()
 	bodyLen := len(text) + len("; retry-after=") + digits(tenths/10) + 1 // trailing newline
 	if tenths%10 != 0 {
 		bodyLen += 2
@@ -354,78 +570,4 @@ func digits(n int64) int {
 		d++
 	}
 	return d
-}
-
-// pendingConn is a connection accepted by a Listener; it counts as pending
-// until it is admitted (hijacked through Middleware), refused with 1013,
-// or closed.
-type pendingConn struct {
-	net.Conn
-	l     *Listener
-	state atomic.Uint32 // connPending, connAdmitted or connClosed
-}
-
-const (
-	connPending uint32 = iota
-	connSettled        // admitted, or refused and lingering for the Close
-	connClosed
-)
-
-// sysPendingConn also forwards syscall.Conn, which ebb's websocket uses to
-// wait for data on idle connections without holding a read buffer.
-type sysPendingConn struct {
-	*pendingConn
-}
-
-// SyscallConn returns the raw connection of the inner net.Conn.
-func (c sysPendingConn) SyscallConn() (syscall.RawConn, error) {
-	return c.pendingConn.Conn.(syscall.Conn).SyscallConn()
-}
-
-func wrapPending(c net.Conn, l *Listener) net.Conn {
-	pc := &pendingConn{Conn: c, l: l}
-	if _, ok := c.(syscall.Conn); ok {
-		return sysPendingConn{pc}
-	}
-	return pc
-}
-
-// Close closes the connection and, if it was still pending, frees its
-// place.
-func (c *pendingConn) Close() error {
-	if c.state.Swap(connClosed) == connPending {
-		c.l.leavePending()
-	}
-	return c.Conn.Close()
-}
-
-// NetConn returns the wrapped connection, as tls.Conn.NetConn does.
-func (c *pendingConn) NetConn() net.Conn { return c.Conn }
-
-// settled marks the connection as no longer pending.
-func (c *pendingConn) settled() {
-	if c.state.CompareAndSwap(connPending, connSettled) {
-		c.l.leavePending()
-	}
-}
-
-// leftPending tells the Listener that accepted nc, if any, that nc is not
-// pending any more: it is an admitted WebSocket connection, or a refused
-// one whose 1013 is written. It looks through wrappers that expose NetConn
-// (tls.Conn).
-func leftPending(nc net.Conn) {
-	for range 4 { // wrappers rarely nest deeper
-		switch c := nc.(type) {
-		case *pendingConn:
-			c.settled()
-			return
-		case sysPendingConn:
-			c.settled()
-			return
-		case interface{ NetConn() net.Conn }:
-			nc = c.NetConn()
-		default:
-			return
-		}
-	}
 }

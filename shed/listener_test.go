@@ -319,7 +319,7 @@ func TestCanned503(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.reason.String()+"/"+tt.hint.String(), func(t *testing.T) {
 			t.Parallel()
-			raw := appendCanned503(nil, tt.reason, tt.hint)
+			raw := appendCanned503(nil, tt.reason.Text(), tt.hint)
 			resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(raw)), nil)
 			if err != nil {
 				t.Fatalf("canned response does not parse: %v\n%s", err, raw)

@@ -17,7 +17,7 @@ const (
 	DefaultRetryBase      = 2 * time.Second
 	DefaultRetryMax       = 60 * time.Second
 	DefaultJitter         = 0.5
-	DefaultDemandHalfLife = 10 * time.Second
+	DefaultDemandWindow   = 2 * time.Second
 	DefaultRefusalLinger  = time.Second
 	DefaultSampleInterval = 250 * time.Millisecond
 	DefaultDrainWindow    = 5 * time.Second
@@ -57,10 +57,15 @@ type Options struct {
 	// step. It applies at the cap too. Default 0.5; a negative value turns
 	// jitter off (for tests that want exact hints).
 	Jitter float64
-	// DemandHalfLife is how fast recent refusals are forgotten when shed
-	// measures how far over capacity it is: a refusal counts 1 at once and
-	// half after one half-life. Default 10 s.
-	DemandHalfLife time.Duration
+	// DemandWindow is how long a refusal counts toward demand, the
+	// measure of how far over capacity shed is (hints grow with it, and
+	// Limits.HardDemand is compared with it): demand is the connections
+	// plus the refusals of the last DemandWindow, counted in slots of an
+	// eighth of it. It is also about how long hard mode outlasts a storm.
+	// Shorter reacts faster and forgets a crowd whose hints send it back
+	// later than the window; longer keeps hard mode on longer after the
+	// storm. Default 2 s.
+	DemandWindow time.Duration
 
 	// RefusalLinger bounds how long a refused, upgraded connection waits
 	// for the client's answering Close frame before the TCP connection is
@@ -105,7 +110,7 @@ type Options struct {
 	// the log), shedding and drain at Info. Nil means silent.
 	Logger *slog.Logger
 
-	// Now is the clock for the token bucket, demand decay, pressure
+	// Now is the clock for the token bucket, the demand window, pressure
 	// sampling and shedding decisions; nil means time.Now. Tests inject a
 	// fake clock. Network deadlines and drain timers always use real time.
 	Now func() time.Time
@@ -153,7 +158,8 @@ type Shedder struct {
 	inflight int
 	perIP    map[netip.Addr]int
 	bucket   bucket
-	demand   decay
+	demand   demandWindow
+	hard     bool // past Limits.HardDemand (with hysteresis, see demand.go)
 	rng      *rand.Rand
 	head     *slot // oldest tracked connection
 	tail     *slot // newest tracked connection
@@ -195,6 +201,7 @@ func New(opts *Options) (*Shedder, error) {
 	for i, p := range s.trust {
 		s.trust[i] = p.Masked()
 	}
+	s.demand.init(o.Now(), o.DemandWindow)
 	s.sampler.init(o.Pressure, o.SampleInterval)
 	s.stats.init()
 	if err := s.SetLimits(o.Limits); err != nil {
@@ -224,7 +231,7 @@ func (o *Options) validate() error {
 		d    time.Duration
 	}{
 		{"RetryBase", o.RetryBase}, {"RetryMax", o.RetryMax},
-		{"DemandHalfLife", o.DemandHalfLife}, {"RefusalLinger", o.RefusalLinger},
+		{"DemandWindow", o.DemandWindow}, {"RefusalLinger", o.RefusalLinger},
 		{"SampleInterval", o.SampleInterval}, {"DrainWindow", o.DrainWindow},
 		{"DrainHint", o.DrainHint},
 	}
@@ -283,8 +290,8 @@ func (o *Options) setDefaults() {
 	} else if o.Jitter < 0 {
 		o.Jitter = 0
 	}
-	if o.DemandHalfLife == 0 {
-		o.DemandHalfLife = DefaultDemandHalfLife
+	if o.DemandWindow == 0 {
+		o.DemandWindow = DefaultDemandWindow
 	}
 	if o.RefusalLinger == 0 {
 		o.RefusalLinger = DefaultRefusalLinger

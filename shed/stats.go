@@ -23,6 +23,13 @@ type counters struct {
 	drained  atomic.Uint64
 	forced   atomic.Uint64
 
+	hardEntered    atomic.Uint64 // times hard mode started
+	pending        atomic.Int64  // Listeners' pending connections
+	idle           atomic.Int64  // Listeners' idle keep-alive connections
+	pendingWaits   atomic.Uint64
+	probation      atomic.Uint64
+	listenerClosed [numCloseWhys]atomic.Uint64
+
 	codesMu  sync.Mutex
 	sent     map[closecode.Code]uint64
 	received map[closecode.Code]uint64
@@ -79,11 +86,64 @@ type Stats struct {
 	Pressure float64
 	// Draining is true once Shutdown has started.
 	Draining bool
+	// Demand is the connections plus the refusals of the last
+	// Options.DemandWindow that more capacity could have admitted
+	// (per-IP and pending-place refusals do not count; see
+	// Limits.HardDemand). Hints grow with it.
+	Demand float64
+	// HardMode is true while demand is past Limits.HardDemand: refusals
+	// are 503s. It starts at HardDemand and ends below three quarters of
+	// it.
+	HardMode bool
+	// HardModeEntered counts the times hard mode started.
+	HardModeEntered uint64
+
+	// Pending is the connections pending at the Shedder's Listeners:
+	// receiving a request, or being handled before the response begins.
+	Pending int
+	// IdleHTTP is the idle keep-alive HTTP connections at its Listeners.
+	IdleHTTP int
+	// PendingWaits counts connections that waited for a pending place:
+	// accepted ones with every place taken, and keep-alive ones whose
+	// next request found none free.
+	PendingWaits uint64
+	// HeaderTimeouts counts connections a Listener closed because their
+	// request headers took longer than the header time
+	// (ListenerOptions.HeaderTimeout, shrinking as places fill): with a
+	// 408, or with a 503 and a retry hint when the time had shrunk.
+	HeaderTimeouts uint64
+	// Evicted counts connections a Listener answered 503 and closed to
+	// give their place to a new connection from another address: every
+	// place was taken and they had been sending their request for the
+	// grace time (ListenerOptions.MinHeaderTimeout / 4).
+	Evicted uint64
+	// Probation counts connections accepted on probation: every place
+	// was taken, at least half by connections slow to send their request,
+	// so the new one was handed to the server without a place, to get one
+	// (from the slowest) as soon as its request head is in.
+	Probation uint64
+	// ProbationTimeouts counts connections on probation answered 503 and
+	// closed because their request head was not in within 25 ms.
+	ProbationTimeouts uint64
+	// IdleTimeouts counts idle keep-alive connections closed after the
+	// idle time (ListenerOptions.IdleTimeout, shrinking as places fill).
+	IdleTimeouts uint64
+	// IdleEvicted counts idle keep-alive connections closed because
+	// ListenerOptions.MaxIdle others were idle.
+	IdleEvicted uint64
+	// NoPlace counts connections closed because their request (the next
+	// one on a keep-alive connection, or the first of one on probation)
+	// found no pending place within ListenerOptions.PendingWait. One on
+	// probation is answered with the canned 503 (counted in Refused as
+	// in_flight, http); a keep-alive one is closed without an answer, so
+	// that the client retries on a new connection.
+	NoPlace uint64
 
 	// Admitted counts upgrade requests admitted.
 	Admitted uint64
 	// Refused counts refusals by reason and mode; pairs never seen are
-	// absent.
+	// absent. A Listener's refusals have mode http; those for an
+	// address's share of pending places have reason pending_per_ip.
 	Refused map[Refusal]uint64
 	// RefusedTotal is the sum of Refused.
 	RefusedTotal uint64
@@ -114,6 +174,18 @@ func (s *Shedder) Stats() Stats {
 		ForceClosed:   s.stats.forced.Load(),
 		CloseSent:     make(map[closecode.Code]uint64),
 		CloseReceived: make(map[closecode.Code]uint64),
+
+		HardModeEntered:   s.stats.hardEntered.Load(),
+		Pending:           int(s.stats.pending.Load()),
+		IdleHTTP:          int(s.stats.idle.Load()),
+		PendingWaits:      s.stats.pendingWaits.Load(),
+		HeaderTimeouts:    s.stats.listenerClosed[whyHeaderTimeout].Load(),
+		Evicted:           s.stats.listenerClosed[whyEvicted].Load(),
+		Probation:         s.stats.probation.Load(),
+		ProbationTimeouts: s.stats.listenerClosed[whyProbation].Load(),
+		IdleTimeouts:      s.stats.listenerClosed[whyIdleTimeout].Load(),
+		IdleEvicted:       s.stats.listenerClosed[whyIdleLimit].Load(),
+		NoPlace:           s.stats.listenerClosed[whyNoPlace].Load(),
 	}
 	for r := Reason(1); r <= numReasons; r++ {
 		for m := Mode(1); m <= numModes; m++ {
@@ -131,9 +203,13 @@ func (s *Shedder) Stats() Stats {
 		st.CloseReceived[c] = n
 	}
 	s.stats.codesMu.Unlock()
+	now := s.now()
 	s.mu.Lock()
 	st.Connections, st.InFlight, st.Draining = s.conns, s.inflight, s.draining
+	st.Demand, _ = s.demandLocked(now)
+	st.HardMode = s.hardDemandLocked(st.Demand)
 	s.mu.Unlock()
+	st.HardModeEntered = s.stats.hardEntered.Load() // Stats may have started it
 	st.Pressure = s.PressureRatio()
 	return st
 }
@@ -166,6 +242,13 @@ func (s *Shedder) WritePrometheus(w io.Writer) error {
 		draining = 1
 	}
 	gauge("ebb_draining", "1 once Shutdown has started, else 0.", draining)
+	gauge("ebb_demand", "Connections plus the refusals of the last demand window that more capacity could have admitted.", st.Demand)
+	hard := 0.0
+	if st.HardMode {
+		hard = 1
+	}
+	gauge("ebb_hard_mode", "1 while demand is past HardDemand and refusals are 503s, else 0.", hard)
+	counter("ebb_hard_mode_entered_total", "Times demand reached HardDemand and hard mode started.", st.HardModeEntered)
 	counter("ebb_admitted_total", "WebSocket upgrade requests admitted.", st.Admitted)
 
 	header(bw, "ebb_refused_total", "WebSocket upgrade requests refused, by reason and mode (close: upgrade then Close frame; http: 503).", "counter")
@@ -177,6 +260,15 @@ func (s *Shedder) WritePrometheus(w io.Writer) error {
 	counter("ebb_shed_total", "Connections closed with 1013 by load shedding.", st.Shed)
 	counter("ebb_drained_total", "Connections closed with the drain code (1012 or 1001) by Shutdown.", st.Drained)
 	counter("ebb_force_closed_total", "Connections dropped without a closing handshake when Shutdown's context ended.", st.ForceClosed)
+
+	gauge("ebb_listener_pending", "Connections at shed Listeners receiving a request or being handled before the response begins.", float64(st.Pending))
+	gauge("ebb_listener_idle", "Idle keep-alive HTTP connections at shed Listeners.", float64(st.IdleHTTP))
+	counter("ebb_listener_pending_waits_total", "Connections that waited for a pending place at a shed Listener.", st.PendingWaits)
+	counter("ebb_listener_probation_total", "Connections a full shed Listener took on probation, without a place until their request head was in.", st.Probation)
+	header(bw, "ebb_listener_closed_total", "Connections a shed Listener closed, by reason: header_timeout, evicted, probation, idle_timeout, idle_limit, no_place.", "counter")
+	for why, v := range [numCloseWhys]uint64{st.HeaderTimeouts, st.Evicted, st.ProbationTimeouts, st.IdleTimeouts, st.IdleEvicted, st.NoPlace} {
+		sample(bw, "ebb_listener_closed_total", `reason="`+closeWhyNames[why]+`"`, float64(v))
+	}
 
 	header(bw, "ebb_close_codes_total", "Close codes sent and received, by code and direction.", "counter")
 	for _, dir := range []Direction{Sent, Received} {

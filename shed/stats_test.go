@@ -76,6 +76,19 @@ func TestWritePrometheus(t *testing.T) {
 		"ebb_drained_total":      0,
 		"ebb_force_closed_total": 0,
 		"ebb_pressure_ratio":     0,
+		// One connection plus the 503, which counts; 2 ≥ HardDemand 2
+		// started hard mode, and it lasts until demand is below 1.5.
+		"ebb_demand":                       2,
+		"ebb_hard_mode":                    1,
+		"ebb_hard_mode_entered_total":      1,
+		"ebb_listener_pending":             0,
+		"ebb_listener_idle":                0,
+		"ebb_listener_pending_waits_total": 0,
+		"ebb_listener_probation_total":     0,
+		`ebb_refused_total{reason="pending_per_ip",mode="http"}`: 0,
+	}
+	for _, why := range closeWhyNames {
+		want[`ebb_listener_closed_total{reason="`+why+`"}`] = 0
 	}
 	for k, v := range want {
 		got, ok := values[k]
