@@ -452,11 +452,9 @@ func (s *Shedder) admitConn(addr netip.Addr, exempt bool) (decision, bool) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.draining && s.opts.DrainMode == ModeHTTP {
-		d.reason, d.mode, d.code = ReasonDraining, ModeHTTP, s.opts.DrainCode
-		d.hint = s.jitterLocked(s.opts.DrainHint)
-		return d, true
-	}
+	// A drain is not refused here, even in ModeHTTP: Middleware refuses
+	// the upgrades and lets plain requests through, so /metrics and a
+	// health check keep answering until the last connection is gone.
 	l := &s.limits
 	ratio, why := rd.ratio(l)
 	demand, _ := s.demandLocked(now)

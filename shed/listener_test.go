@@ -287,6 +287,10 @@ func TestListenerCloseEndsAWaitForAPlace(t *testing.T) {
 	}
 }
 
+// TestListenerDrainModeHTTP: while draining in ModeHTTP, upgrades get a 503
+// with Retry-After from Middleware, but the Listener refuses nothing at
+// accept, so plain requests (/metrics, a health check) still reach the
+// server until the last connection is gone.
 func TestListenerDrainModeHTTP(t *testing.T) {
 	t.Parallel()
 	s := mustNew(t, &Options{DrainMode: ModeHTTP, Jitter: -1, DrainHint: 1500 * time.Millisecond})
@@ -296,9 +300,24 @@ func TestListenerDrainModeHTTP(t *testing.T) {
 	if err := s.Shutdown(ctx); err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
-	wantCanned503(t, addrOf(srv), ReasonDraining, "2")
-	if got := ln.Refused(); got != 1 {
-		t.Errorf("Refused() = %d, want 1", got)
+	c, resp, err := dialRaw(addrOf(srv), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "2" {
+		t.Errorf("upgrade while draining: %d Retry-After %q, want 503 with Retry-After 2", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	plain, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain.Body.Close()
+	if plain.StatusCode == http.StatusServiceUnavailable {
+		t.Errorf("a plain request while draining got 503; it must reach the handler")
+	}
+	if got := ln.Refused(); got != 0 {
+		t.Errorf("Refused() = %d, want 0: a drain is refused per request, not at accept", got)
 	}
 }
 

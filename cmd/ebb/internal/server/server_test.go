@@ -72,6 +72,7 @@ func TestDrainKeepsAnswering(t *testing.T) {
 		mode shed.Mode
 	}{
 		{"close 1012", shed.ModeClose},
+		{"http 503", shed.ModeHTTP},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := start(t, Config{Shed: shed.Options{DrainWindow: 800 * time.Millisecond, DrainCode: closecode.ServiceRestart, DrainMode: tc.mode}})
