@@ -3,6 +3,7 @@ package hostile
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -25,6 +26,29 @@ type finding struct {
 
 	notes  []string // other measurements: "1009 after 2 ms", "client exited after 2.1 s"
 	result string   // "pass" or "FAIL", set when the test ends
+}
+
+// reportOrder is the order of the report's rows: the issue's table, then
+// the attacks that already held.
+var reportOrder = []string{
+	"TestHostileSlowloris",
+	"TestHostileIdleKeepAlive",
+	"TestHostileAnnouncedFrames",
+	"TestHostileContinuationOverflow",
+	"TestHostileInflateIdle",
+	"TestHostileDeflateBombs",
+	"TestHostilePerIPHammer",
+	"TestHostileStormAftermath",
+	"TestHostileBroadcastLaggard",
+	"TestHostileClientBlackHole",
+	"TestHostileClientHugeHeaders",
+	"TestHostileClientSlowStdout",
+	"TestHostileClientRetryHint",
+	"TestHostileBadHandshakes",
+	"TestHostileFramingViolations",
+	"TestHostilePingFlood",
+	"TestHostileSlowReader",
+	"TestHostileBombPerMessage",
 }
 
 var (
@@ -92,6 +116,16 @@ func writeReport(path string) error {
 	if len(findings) == 0 {
 		return nil
 	}
+	// The issue's rows first, in its order, then the attacks that
+	// already held.
+	rank := func(f *finding) int {
+		name, _, _ := strings.Cut(f.test, "/")
+		if i := slices.Index(reportOrder, name); i >= 0 {
+			return i
+		}
+		return len(reportOrder)
+	}
+	slices.SortStableFunc(findings, func(a, b *finding) int { return rank(a) - rank(b) })
 	var b strings.Builder
 	fmt.Fprintf(&b, "<!-- written by `EBB_HOSTILE_REPORT=%s go test -run Hostile -v ./cmd/ebb/internal/hostile` on %s -->\n\n", path, time.Now().UTC().Format("2006-01-02 15:04 MST"))
 	b.WriteString("| attack | bound | honest clients | server memory | other | result | test |\n")
