@@ -187,7 +187,7 @@ func TestHostileFramingViolations(t *testing.T) {
 				t.Parallel()
 				c, err := upgrade(a.ctx, srv.addr, "/echo", "127.0.0.1", false)
 				if err != nil {
-					t.Fatal(err)
+					srv.fatalf(t, "attacker's handshake: %v", err)
 				}
 				defer c.Close()
 				c.Write(bytes.Join(tc.frames, nil))
@@ -234,7 +234,7 @@ func TestHostilePingFlood(t *testing.T) {
 			for range pingFlooders {
 				c, err := upgrade(a.ctx, srv.addr, "/echo", "127.0.0.1", false)
 				if err != nil {
-					t.Fatal(err)
+					srv.fatalf(t, "attacker's handshake: %v", err)
 				}
 				defer c.Close()
 				stop := context.AfterFunc(a.ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
@@ -289,7 +289,7 @@ func TestHostileSlowReader(t *testing.T) {
 	for range slowReaders {
 		c, err := upgrade(a.ctx, srv.addr, "/echo", "127.0.0.1", false)
 		if err != nil {
-			t.Fatal(err)
+			srv.fatalf(t, "attacker's handshake: %v", err)
 		}
 		defer c.Close()
 		stop := context.AfterFunc(a.ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
@@ -339,7 +339,7 @@ func TestHostileBombPerMessage(t *testing.T) {
 	for i := range bombPerMessageCount {
 		c, err := upgrade(a.ctx, srv.addr, "/echo", "127.0.0.1", true)
 		if err != nil {
-			t.Fatal(err)
+			srv.fatalf(t, "attacker's handshake: %v", err)
 		}
 		c.Write(bomb)
 		cf, err := c.awaitClose(2 * bombRefusal)

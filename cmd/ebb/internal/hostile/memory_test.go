@@ -58,12 +58,12 @@ func TestHostileAnnouncedFrames(t *testing.T) {
 			for range announcedConns {
 				c, err := upgrade(a.ctx, srv.addr, "/echo", "127.0.0.1", false)
 				if err != nil {
-					t.Fatalf("attacker's handshake: %v", err)
+					srv.fatalf(t, "attacker's handshake: %v", err)
 				}
 				defer c.Close()
 				conns = append(conns, c)
 				if _, err := c.Write(frameHeader(true, 0, opBinary, tc.announce, &mask)); err != nil {
-					t.Fatalf("attacker's frame header: %v", err)
+					srv.fatalf(t, "attacker's frame header: %v", err)
 				}
 			}
 			a.hold(announcedHold)
@@ -113,7 +113,7 @@ func TestHostileContinuationOverflow(t *testing.T) {
 			a := begin(t, srv, f)
 			c, err := upgrade(a.ctx, srv.addr, "/echo", "127.0.0.1", false)
 			if err != nil {
-				t.Fatal(err)
+				srv.fatalf(t, "attacker's handshake: %v", err)
 			}
 			defer c.Close()
 			c.Write(clientFrame(false, 0, opBinary, []byte("0123456789")))
@@ -166,15 +166,15 @@ func TestHostileInflateIdle(t *testing.T) {
 	for i := range inflateConns {
 		c, err := upgrade(a.ctx, srv.addr, "/echo", "127.0.0.1", true)
 		if err != nil {
-			t.Fatalf("attacker %d's handshake: %v", i, err)
+			srv.fatalf(t, "attacker %d's handshake: %v", i, err)
 		}
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(10 * time.Second))
 		if _, err := c.Write(bomb); err != nil {
-			t.Fatalf("attacker %d's message: %v", i, err)
+			srv.fatalf(t, "attacker %d's message: %v", i, err)
 		}
 		if code, err := c.awaitMessage(); err != nil || code != 0 {
-			t.Fatalf("attacker %d's 32 MiB message was not echoed (close %d, %v): the test did not attack what it should", i, code, err)
+			srv.fatalf(t, "attacker %d's 32 MiB message was not echoed (close %d, %v): the test did not attack what it should", i, code, err)
 		}
 		c.SetDeadline(time.Time{})
 	}
@@ -223,7 +223,7 @@ func TestHostileDeflateBombs(t *testing.T) {
 			for i := range n {
 				c, err := upgrade(a.ctx, srv.addr, "/echo", "127.0.0.1", true)
 				if err != nil {
-					t.Fatalf("attacker %d's handshake: %v", i, err)
+					srv.fatalf(t, "attacker %d's handshake: %v", i, err)
 				}
 				defer c.Close()
 				conns = append(conns, c)
@@ -298,12 +298,12 @@ func TestHostileBroadcastLaggard(t *testing.T) {
 	a := begin(t, srv, f)
 	laggard, err := upgrade(a.ctx, srv.addr, "/broadcast", "127.0.0.1", false)
 	if err != nil {
-		t.Fatal(err)
+		srv.fatalf(t, "attacker's handshake: %v", err)
 	}
 	defer laggard.Close()
 	sender, err := upgrade(a.ctx, srv.addr, "/broadcast", "127.0.0.1", true)
 	if err != nil {
-		t.Fatal(err)
+		srv.fatalf(t, "attacker's handshake: %v", err)
 	}
 	defer sender.Close()
 	// The sender is a member too, and reads everything.

@@ -196,7 +196,7 @@ func TestHostilePerIPHammer(t *testing.T) {
 	for range hammerPerIP {
 		c, err := upgrade(a.ctx, srv.addr, "/echo", "127.0.0.1", false)
 		if err != nil {
-			t.Fatalf("the attacker's own %d connections should be admitted: %v", hammerPerIP, err)
+			srv.fatalf(t, "the attacker's own %d connections should be admitted: %v", hammerPerIP, err)
 		}
 		defer c.Close() // held until the test ends
 	}

@@ -107,6 +107,30 @@ func (s *server) mustBeAlive() {
 	}
 }
 
+// fatalf fails the test at once. When the server ends within a second
+// (an attacker's failure is often the first sign of its death), the
+// message says so, with its panic.
+func (s *server) fatalf(t *testing.T, format string, args ...any) {
+	t.Helper()
+	select {
+	case <-s.exited:
+		t.Fatalf(format+"; the server died (%v): %s", append(args, s.waitErr, s.panicLine())...)
+	case <-time.After(time.Second):
+		t.Fatalf(format, args...)
+	}
+}
+
+// panicLine is the first line of a panic in the server's stderr, or its
+// last line.
+func (s *server) panicLine() string {
+	out := strings.TrimSpace(s.log.String())
+	if i := strings.Index(out, "panic: "); i >= 0 {
+		line, _, _ := strings.Cut(out[i:], "\n")
+		return line
+	}
+	return out[strings.LastIndex(out, "\n")+1:]
+}
+
 // rss returns the process's resident set size now and its peak (VmRSS and
 // VmHWM from /proc/PID/status), in bytes; zeros once it has exited.
 func (s *server) rss() (now, peak int64) { return procRSS(s.pid()) }
