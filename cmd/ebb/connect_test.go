@@ -1,307 +1,264 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"log"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"regexp"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ebb-ws/ebb/closecode"
-	"github.com/ebb-ws/ebb/cmd/ebb/internal/server"
-	"github.com/ebb-ws/ebb/shed"
+	"github.com/ebb-ws/ebb/cmd/ebb/internal/wstest"
 	"github.com/ebb-ws/ebb/websocket"
 )
 
-// wsServer serves WebSocket connections with h and returns the ws:// URL;
-// every handler's result is sent on the returned channel.
-func wsServer(t *testing.T, opts *websocket.AcceptOptions, h func(ctx context.Context, r *http.Request, c *websocket.Conn) error) (string, <-chan error) {
+// The session itself (messages, events, reconnecting, backpressure) is
+// tested in package session; these tests hold what package main adds:
+// flags, URLs, exit statuses and the one-line errors.
+
+// echoServer serves WebSocket echo and returns its ws:// URL.
+func echoServer(t *testing.T) string {
 	t.Helper()
-	res := make(chan error, 4)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := websocket.Accept(w, r, opts)
+		c, err := websocket.Accept(w, r, nil)
 		if err != nil {
-			res <- err
 			return
 		}
 		defer c.CloseNow()
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		res <- h(ctx, r, c)
+		for {
+			typ, p, err := c.Read(r.Context())
+			if err != nil {
+				return
+			}
+			if err := c.Write(r.Context(), typ, p); err != nil {
+				return
+			}
+		}
 	}))
 	t.Cleanup(srv.Close)
-	return "ws" + strings.TrimPrefix(srv.URL, "http"), res
+	return "ws" + strings.TrimPrefix(srv.URL, "http")
 }
 
-func handlerResult(t *testing.T, res <-chan error) error {
+// stdinOpen is a standard input that stays open until the test ends.
+func stdinOpen(t *testing.T) io.Reader {
+	r, w := io.Pipe()
+	t.Cleanup(func() { w.Close() })
+	return r
+}
+
+// wantUsage checks the usage-error convention TestConventions holds: exit
+// 2, stdout empty, exactly "ebb <cmd>: <reason>" and the --help pointer on
+// stderr, the reason containing want.
+func wantUsage(t *testing.T, r result, cmd, want string) {
 	t.Helper()
-	select {
-	case err := <-res:
-		return err
-	case <-time.After(20 * time.Second):
-		t.Fatal("server handler did not finish")
-		return nil
-	}
-}
-
-// echoHandler sends every message back until the connection ends.
-func echoHandler(ctx context.Context, _ *http.Request, c *websocket.Conn) error {
-	for {
-		typ, p, err := c.Read(ctx)
-		if err != nil {
-			return err
-		}
-		if err := c.Write(ctx, typ, p); err != nil {
-			return err
-		}
-	}
-}
-
-func wantCloseCode(t *testing.T, err error, code closecode.Code, reason string) {
-	t.Helper()
-	var ce *websocket.CloseError
-	if !errors.As(err, &ce) || ce.Code != code || ce.Reason != reason {
-		t.Errorf("server saw %v, want close %d %q", err, code, reason)
+	lines := strings.Split(strings.TrimSuffix(r.stderr, "\n"), "\n")
+	if r.code != exitUsage || r.stdout != "" || len(lines) != 2 || !strings.HasPrefix(lines[0], "ebb "+cmd+": ") ||
+		!strings.Contains(lines[0], want) || lines[1] != "Run 'ebb "+cmd+" --help' for usage." {
+		t.Errorf("exit %d, stdout %q, stderr:\n%s\nwant exit 2, nothing on stdout, and on stderr \"ebb %s: …%s…\" and the --help pointer", r.code, r.stdout, r.stderr, cmd, want)
 	}
 }
 
 func TestConnectEcho(t *testing.T) {
 	t.Parallel()
-	u, res := wsServer(t, nil, echoHandler)
-	r := runCmd(t, context.Background(), strings.NewReader("hello\r\nworld €\nlast line without newline"), "connect", u)
-	if r.code != exitOK {
-		t.Fatalf("exit status = %d, want 0\nstderr:\n%s", r.code, r.stderr)
+	u := echoServer(t)
+	r := runCmd(t, context.Background(), strings.NewReader("hello\nworld\n"), "connect", u)
+	if r.code != exitOK || r.stdout != "hello\nworld\n" {
+		t.Fatalf("exit %d, stdout %q, want 0 and the echo\nstderr:\n%s", r.code, r.stdout, r.stderr)
 	}
-	if want := "hello\nworld €\nlast line without newline\n"; r.stdout != want {
-		t.Errorf("stdout = %q, want %q", r.stdout, want)
+	if !strings.Contains(r.stderr, "connection closed by this client with 1000 Normal Closure; the server answered 1000 Normal Closure") {
+		t.Errorf("stderr lacks the close:\n%s", r.stderr)
 	}
-	for _, w := range []string{"connected to " + u, "connection closed by this client with 1000 Normal Closure; the server answered 1000 Normal Closure", closecode.Lookup(1000).Description} {
-		if !strings.Contains(r.stderr, w) {
-			t.Errorf("stderr lacks %q:\n%s", w, r.stderr)
-		}
-	}
-	wantCloseCode(t, handlerResult(t, res), closecode.NormalClosure, "")
 }
 
-func TestConnectServerCloses(t *testing.T) {
+// TestConnectURLs: a URL without scheme is ws://, http(s):// is ws(s)://,
+// each said in one line on stderr; other schemes are usage errors that
+// name what is accepted.
+func TestConnectURLs(t *testing.T) {
 	t.Parallel()
-	hint := closecode.FormatRetryHint("server at capacity", 2500*time.Millisecond)
+	u := echoServer(t)
+	hostPath := strings.TrimPrefix(u, "ws://") + "/echo"
 	tests := []struct {
 		name     string
-		code     closecode.Code
-		reason   string
-		wantExit int
-		want     []string
+		arg      string
+		wantNote string
 	}{
-		{name: "1013 with hint", code: 1013, reason: hint, wantExit: exitFailure,
-			want: []string{"connection closed by server: 1013 Try Again Later", hint, "retry with backoff", "server hint: not before 2.5s"}},
-		{name: "1001", code: 1001, reason: "restarting", wantExit: exitOK, want: []string{"1001 Going Away", `"restarting"`}},
-		{name: "1008", code: 1008, reason: "token expired", wantExit: exitFailure, want: []string{"1008 Policy Violation", "fix:"}},
-		{name: "4000", code: 4000, reason: "app", wantExit: exitFailure, want: []string{"4000 Private Use", "application decides"}},
+		{name: "ws", arg: "ws://" + hostPath},
+		{name: "no scheme", arg: hostPath, wantNote: "ebb connect: no scheme in " + hostPath + ": using ws://" + hostPath + "\n"},
+		{name: "http", arg: "http://" + hostPath, wantNote: "ebb connect: using ws://" + hostPath + " for http://" + hostPath + "\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			// The server sends a binary message, then closes.
-			u, res := wsServer(t, nil, func(ctx context.Context, _ *http.Request, c *websocket.Conn) error {
-				if err := c.Write(ctx, websocket.MessageBinary, []byte{1, 2, 3}); err != nil {
-					return err
-				}
-				return c.Close(tt.code, tt.reason)
-			})
-			stdin, stdinW := io.Pipe() // stdin stays open: the server ends the session
-			t.Cleanup(func() { stdinW.Close() })
-			r := runCmd(t, context.Background(), stdin, "connect", u)
-			if r.code != tt.wantExit {
-				t.Fatalf("exit status = %d, want %d\nstderr:\n%s", r.code, tt.wantExit, r.stderr)
+			r := runCmd(t, context.Background(), strings.NewReader("x\n"), "connect", tt.arg)
+			if r.code != exitOK || r.stdout != "x\n" {
+				t.Fatalf("exit %d, stdout %q, want 0 and the echo\nstderr:\n%s", r.code, r.stdout, r.stderr)
 			}
-			if r.stdout != "[binary 3 B] AQID\n" {
-				t.Errorf("stdout = %q, want the binary message in base64 with its marker", r.stdout)
+			if tt.wantNote != "" && !strings.HasPrefix(r.stderr, tt.wantNote) {
+				t.Errorf("stderr does not start with %q:\n%s", tt.wantNote, r.stderr)
 			}
-			info := closecode.Lookup(tt.code)
-			got := squash(r.stderr)
-			for _, w := range append(tt.want, squash(info.Description)) {
-				if !strings.Contains(got, squash(w)) {
+			if tt.wantNote == "" && strings.Contains(r.stderr, "using ") {
+				t.Errorf("a note for a ws:// URL:\n%s", r.stderr)
+			}
+		})
+	}
+}
+
+func TestWSURL(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in, want, note, err string
+	}{
+		{in: "ws://h:1/p", want: "ws://h:1/p"},
+		{in: "wss://h/p?q=1", want: "wss://h/p?q=1"},
+		{in: "localhost:8080/echo", want: "ws://localhost:8080/echo", note: "no scheme in localhost:8080/echo: using ws://localhost:8080/echo"},
+		{in: "[::1]:8080", want: "ws://[::1]:8080", note: "no scheme"},
+		{in: "//h/p", want: "ws://h/p", note: "no scheme"},
+		{in: "http://h/p", want: "ws://h/p", note: "using ws://h/p for http://h/p"},
+		{in: "HTTPS://h/p", want: "wss://h/p", note: "using wss://h/p for HTTPS://h/p"},
+		{in: "ftp://h/", err: `URL "ftp://h/" has scheme "ftp": want ws:// or wss:// (http:// and https:// are taken as ws:// and wss://, a URL without scheme as ws://)`},
+		{in: "ws:///path", err: `URL "ws:///path" has no host`},
+		{in: "h:port/x", err: `"h:port/x" is not a URL`},
+	}
+	for _, tt := range tests {
+		u, note, err := wsURL(tt.in)
+		switch {
+		case tt.err != "":
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("wsURL(%q) = %q, %v; want error %q", tt.in, u, err, tt.err)
+			} else if _, ok := err.(*usageError); !ok {
+				t.Errorf("wsURL(%q): error %T, want a usage error", tt.in, err)
+			}
+		case err != nil || u != tt.want || !strings.Contains(note, tt.note) || (tt.note == "") != (note == ""):
+			t.Errorf("wsURL(%q) = %q, note %q, %v; want %q, note %q", tt.in, u, note, err, tt.want, tt.note)
+		}
+	}
+}
+
+func TestConnectUsage(t *testing.T) {
+	t.Parallel()
+	u := "ws://127.0.0.1:1/"
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{name: "no URL", args: nil, want: "want exactly one URL, got 0"},
+		{name: "ftp scheme", args: []string{"ftp://example.com/"}, want: `has scheme "ftp": want ws:// or wss://`},
+		{name: "no host", args: []string{"ws:///path"}, want: "has no host"},
+		{name: "bad header", args: []string{"-H", "no colon", u}, want: `header "no colon" is not of the form`},
+		{name: "unknown extension", args: []string{"--require", "x-foo", u}, want: "supports only the permessage-deflate extension"},
+		{name: "zero timeout", args: []string{"--timeout", "0s", u}, want: "--timeout 0s: want a positive duration"},
+		{name: "negative linger", args: []string{"--linger", "-1s", u}, want: "--linger -1s: want 0 (close at once) or a positive duration"},
+		{name: "policy flag without --reconnect", args: []string{"--max-attempts", "3", u}, want: "--max-attempts applies only with --reconnect"},
+		{name: "persistent without --reconnect", args: []string{"--persistent", u}, want: "--persistent applies only with --reconnect"},
+		{name: "negative attempts", args: []string{"--reconnect", "--max-attempts", "-1", u}, want: "--max-attempts -1: want 0 (no limit) or a positive count"},
+		{name: "negative elapsed", args: []string{"--reconnect", "--max-elapsed", "-1s", u}, want: "--max-elapsed -1s"},
+		{name: "zero base", args: []string{"--reconnect", "--base", "0s", u}, want: "--base 0s: want a positive duration"},
+		{name: "cap below base", args: []string{"--reconnect", "--base", "2s", "--cap", "1s", u}, want: "--cap 1s is below --base 2s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			wantUsage(t, runCmd(t, context.Background(), nil, append([]string{"connect"}, tt.args...)...), "connect", tt.want)
+		})
+	}
+}
+
+// TestConnectRefused1013 is the "first hour" scenario at the command
+// line: a 1013 in the same read as the 101 and one in a write of its own
+// give the same report, in text and in --json, and exit status 1.
+func TestConnectRefused1013(t *testing.T) {
+	t.Parallel()
+	const reason = "server at capacity; retry-after=4.5"
+	for _, asJSON := range []bool{false, true} {
+		var rs [2]result
+		for i, sameWrite := range []bool{true, false} {
+			u := wstest.Refuser(t, sameWrite, closecode.TryAgainLater, reason)
+			args := []string{"connect", u}
+			if asJSON {
+				args = []string{"connect", "--json", u}
+			}
+			// The separate write goes out once this line arrived.
+			r := runCmd(t, context.Background(), io.MultiReader(strings.NewReader("hello\n"), stdinOpen(t)), args...)
+			if r.code != exitFailure {
+				t.Fatalf("json %v, same write %v: exit %d, want 1\nstdout:\n%s\nstderr:\n%s", asJSON, sameWrite, r.code, r.stdout, r.stderr)
+			}
+			r.stdout, r.stderr = strings.ReplaceAll(r.stdout, u, "URL"), strings.ReplaceAll(r.stderr, u, "URL")
+			rs[i] = r
+		}
+		if rs[0] != rs[1] {
+			t.Errorf("json %v: the two arrivals differ:\nsame write:\n%s%s\nseparate write:\n%s%s", asJSON, rs[0].stdout, rs[0].stderr, rs[1].stdout, rs[1].stderr)
+		}
+		r := rs[0]
+		if !asJSON {
+			for _, w := range []string{`connection closed by the server: 1013 Try Again Later: "` + reason + `"`, "the server asks to wait at least 4.5s", "fix: " + closecode.Lookup(1013).Fix, "ebb explain 1013"} {
+				if !strings.Contains(squash(r.stderr), squash(w)) {
 					t.Errorf("stderr lacks %q:\n%s", w, r.stderr)
 				}
 			}
-			if err := handlerResult(t, res); err != nil {
-				t.Errorf("server Close: %v", err)
+			continue
+		}
+		lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+		var closed map[string]any
+		if err := json.Unmarshal([]byte(lines[len(lines)-1]), &closed); err != nil {
+			t.Fatalf("last line is not JSON: %v\n%s", err, r.stdout)
+		}
+		if closed["event"] != "closed" || closed["code"] != float64(1013) || closed["name"] != "Try Again Later" || closed["by"] != "server" || closed["reason"] != reason || closed["retry_after_s"] != 4.5 {
+			t.Errorf("closed event = %v, want code, name, by, reason and retry_after_s of the 1013", closed)
+		}
+		if r.stderr != "" {
+			t.Errorf("--json: stderr = %q, want nothing", r.stderr)
+		}
+	}
+}
+
+// TestConnectTimeout: a server that accepts TCP and never answers ends
+// connect after --timeout with exit 1 and one line that says what to try.
+func TestConnectTimeout(t *testing.T) {
+	t.Parallel()
+	u := wstest.Silent(t)
+	for _, flags := range [][]string{nil, {"--reconnect", "--max-attempts", "1", "--base", "10ms", "--cap", "20ms"}} {
+		start := time.Now()
+		r := runCmd(t, context.Background(), stdinOpen(t), append(append([]string{"connect", "--timeout", "200ms"}, flags...), u)...)
+		if r.code != exitFailure {
+			t.Fatalf("%v: exit %d, want 1\nstderr:\n%s", flags, r.code, r.stderr)
+		}
+		if d := time.Since(start); d > 10*time.Second {
+			t.Errorf("%v: connect took %v against a silent server with --timeout 200ms", flags, d)
+		}
+		if flags == nil {
+			want := "ebb connect: the handshake with " + strings.TrimSuffix(strings.TrimPrefix(u, "ws://"), "/") + " did not finish within 200ms: the server accepted the TCP connection but did not answer the upgrade request; check that the URL points at a WebSocket endpoint (a TLS port needs wss://), or allow more time with --timeout\n"
+			if r.stderr != want {
+				t.Errorf("stderr = %q, want the one line %q", r.stderr, want)
 			}
-		})
-	}
-}
-
-func TestConnectJSON(t *testing.T) {
-	t.Parallel()
-	u, res := wsServer(t, &websocket.AcceptOptions{Subprotocols: []string{"chat"}}, echoHandler)
-	r := runCmd(t, context.Background(), strings.NewReader("one\ntwo\n"), "connect", "--json", "--subprotocol", "chat", u)
-	if r.code != exitOK {
-		t.Fatalf("exit status = %d, want 0\nstderr:\n%s", r.code, r.stderr)
-	}
-	var evs []map[string]any
-	sc := bufio.NewScanner(strings.NewReader(r.stdout))
-	for sc.Scan() {
-		var ev map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
-			t.Fatalf("stdout line %q is not JSON: %v", sc.Text(), err)
+		} else if !strings.Contains(r.stderr, "did not finish within 200ms") || !strings.Contains(r.stderr, "gave up after 1 attempt in") {
+			t.Errorf("--reconnect: stderr lacks the timeout and the end:\n%s", r.stderr)
 		}
-		evs = append(evs, ev)
-	}
-	if len(evs) != 4 {
-		t.Fatalf("got %d events, want open, two messages, closed:\n%s", len(evs), r.stdout)
-	}
-	if evs[0]["event"] != "open" || evs[0]["subprotocol"] != "chat" {
-		t.Errorf("first event = %v, want open with subprotocol chat", evs[0])
-	}
-	for i, want := range []string{"one", "two"} {
-		if ev := evs[i+1]; ev["event"] != "message" || ev["type"] != "text" || ev["data"] != want {
-			t.Errorf("event %d = %v, want text message %q", i+1, ev, want)
-		}
-	}
-	if ev := evs[3]; ev["event"] != "closed" || ev["code"] != float64(1000) || ev["sent_code"] != float64(1000) || ev["by"] != "this client" || ev["retry_class"] != closecode.Done.String() {
-		t.Errorf("last event = %v, want closed 1000", ev)
-	}
-	wantCloseCode(t, handlerResult(t, res), closecode.NormalClosure, "")
-}
-
-func TestConnectHeadersAndOrigin(t *testing.T) {
-	t.Parallel()
-	opts := &websocket.AcceptOptions{OriginPatterns: []string{"app.example"}}
-	u, res := wsServer(t, opts, func(ctx context.Context, r *http.Request, c *websocket.Conn) error {
-		got := r.Header.Get("X-Trace") + "|" + r.Header.Get("Authorization") + "|" + r.Header.Get("Origin")
-		if err := c.Write(ctx, websocket.MessageText, []byte(got)); err != nil {
-			return err
-		}
-		return echoHandler(ctx, r, c)
-	})
-	r := runCmd(t, context.Background(), nil, "connect", "-H", "X-Trace: abc", "--header", "Authorization: Bearer t0k", "--origin", "https://app.example", u)
-	if r.code != exitOK {
-		t.Fatalf("exit status = %d, want 0\nstderr:\n%s", r.code, r.stderr)
-	}
-	if want := "abc|Bearer t0k|https://app.example\n"; r.stdout != want {
-		t.Errorf("server saw headers %q, want %q", r.stdout, want)
-	}
-	wantCloseCode(t, handlerResult(t, res), closecode.NormalClosure, "")
-}
-
-func TestConnectRequireRefused(t *testing.T) {
-	t.Parallel()
-	u, res := wsServer(t, nil, echoHandler) // compression off
-	r := runCmd(t, context.Background(), nil, "connect", "--require", "permessage-deflate", u)
-	if r.code != exitFailure {
-		t.Fatalf("exit status = %d, want %d\nstderr:\n%s", r.code, exitFailure, r.stderr)
-	}
-	got := squash(r.stderr)
-	for _, w := range []string{"1010 Mandatory Extension", "required: permessage-deflate", "offered: permessage-deflate", "answered: (none)", "missing: permessage-deflate", closecode.Lookup(1010).Fix} {
-		if !strings.Contains(got, squash(w)) {
-			t.Errorf("stderr lacks %q:\n%s", w, r.stderr)
-		}
-	}
-	var ce *websocket.CloseError
-	if err := handlerResult(t, res); !errors.As(err, &ce) || ce.Code != closecode.MandatoryExtension || !strings.Contains(ce.Reason, "permessage-deflate") {
-		t.Errorf("server saw %v, want 1010 naming permessage-deflate", err)
-	}
-}
-
-// TestConnectInterrupt: interrupted once the server got a first message
-// (by then connect is past the handshake and waiting for more input), both
-// modes close with 1001 and exit with the interrupted status.
-func TestConnectInterrupt(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct {
-		name       string
-		flags      []string
-		wantStderr string
-	}{
-		{"single", nil, "closed by this client with 1001 Going Away"},
-		{"reconnect", []string{"--reconnect"}, "closed 1001 Going Away (interrupted)\nstopped: closed by this client\n"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			got := make(chan struct{})
-			u, res := wsServer(t, nil, func(ctx context.Context, r *http.Request, c *websocket.Conn) error {
-				if _, _, err := c.Read(ctx); err != nil {
-					return err
-				}
-				close(got)
-				return echoHandler(ctx, r, c)
-			})
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			stdin, stdinW := io.Pipe()
-			t.Cleanup(func() { stdinW.Close() })
-			go func() {
-				if _, err := io.WriteString(stdinW, "first\n"); err != nil {
-					return
-				}
-				<-got
-				cancel()
-			}()
-			args := append(append([]string{"connect"}, tc.flags...), u)
-			r := runCmd(t, ctx, stdin, args...)
-			if r.code != exitInterrupted {
-				t.Fatalf("exit status = %d, want %d\nstderr:\n%s", r.code, exitInterrupted, r.stderr)
-			}
-			if !strings.Contains(r.stderr, tc.wantStderr) || !strings.Contains(r.stderr, "ebb connect: interrupted") {
-				t.Errorf("stderr does not report the 1001 close and the interruption:\n%s", r.stderr)
-			}
-			wantCloseCode(t, handlerResult(t, res), closecode.GoingAway, "interrupted")
-		})
 	}
 }
 
 func TestConnectFailures(t *testing.T) {
 	t.Parallel()
-	// A port that refuses connections: listen, note the address, close.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	refused := "ws://" + ln.Addr().String() + "/"
-	ln.Close()
 	http404 := httptest.NewServer(http.NotFoundHandler())
 	t.Cleanup(http404.Close)
-
 	tests := []struct {
-		name     string
-		args     []string
-		wantExit int
-		want     string
+		name string
+		url  string
+		want string
 	}{
-		{name: "no URL", args: []string{"connect"}, wantExit: exitUsage, want: "ebb connect: want exactly one URL, got 0"},
-		{name: "http scheme", args: []string{"connect", "http://example.com/"}, wantExit: exitUsage, want: `has scheme "http": want ws:// or wss://`},
-		{name: "no host", args: []string{"connect", "ws:///path"}, wantExit: exitUsage, want: "has no host"},
-		{name: "bad header", args: []string{"connect", "-H", "no colon", "ws://127.0.0.1:1/"}, wantExit: exitUsage, want: `header "no colon" is not of the form`},
-		{name: "unknown extension", args: []string{"connect", "--require", "x-foo", "ws://127.0.0.1:1/"}, wantExit: exitUsage, want: "supports only the permessage-deflate extension"},
-		{name: "bad flag", args: []string{"connect", "--nope", "ws://127.0.0.1:1/"}, wantExit: exitUsage, want: "unknown flag: --nope"},
-		{name: "refused", args: []string{"connect", refused}, wantExit: exitFailure, want: "ebb connect:"},
-		{name: "not a websocket endpoint", args: []string{"connect", "ws" + strings.TrimPrefix(http404.URL, "http")}, wantExit: exitFailure, want: "404"},
+		{name: "refused", url: wstest.Refused(t), want: "ebb connect: connection refused by 127.0.0.1:"},
+		{name: "not a websocket endpoint", url: "ws" + strings.TrimPrefix(http404.URL, "http"), want: "ebb connect: the server answered HTTP 404 Not Found instead of upgrading"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			r := runCmd(t, context.Background(), nil, tt.args...)
-			if r.code != tt.wantExit {
-				t.Fatalf("exit status = %d, want %d\nstderr:\n%s", r.code, tt.wantExit, r.stderr)
-			}
-			if !strings.Contains(r.stderr, tt.want) {
-				t.Errorf("stderr lacks %q:\n%s", tt.want, r.stderr)
-			}
-			if tt.wantExit == exitUsage && !strings.Contains(r.stderr, "Run 'ebb connect --help' for usage.") {
-				t.Errorf("usage error without the pointer to --help:\n%s", r.stderr)
-			}
-			if strings.Contains(r.stderr, "goroutine ") {
-				t.Errorf("stderr shows a stack trace:\n%s", r.stderr)
+			r := runCmd(t, context.Background(), nil, "connect", tt.url)
+			if r.code != exitFailure || !strings.HasPrefix(r.stderr, tt.want) || strings.Count(r.stderr, "\n") != 1 {
+				t.Errorf("exit %d, stderr:\n%s\nwant exit 1 and one line starting %q", r.code, r.stderr, tt.want)
 			}
 		})
 	}
@@ -315,7 +272,11 @@ func TestConnectTLS(t *testing.T) {
 			return
 		}
 		defer c.CloseNow()
-		echoHandler(r.Context(), r, c)
+		typ, p, err := c.Read(r.Context())
+		if err == nil {
+			c.Write(r.Context(), typ, p)
+			c.Read(r.Context())
+		}
 	}))
 	// The refused handshake below is expected; keep its log line out.
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
@@ -324,8 +285,8 @@ func TestConnectTLS(t *testing.T) {
 	u := "wss" + strings.TrimPrefix(srv.URL, "https")
 
 	r := runCmd(t, context.Background(), nil, "connect", u)
-	if r.code != exitFailure || !strings.Contains(r.stderr, "certificate") {
-		t.Errorf("without --insecure: exit %d, stderr:\n%s\nwant exit 1 and a certificate error", r.code, r.stderr)
+	if r.code != exitFailure || !strings.Contains(r.stderr, "certificate") || !strings.Contains(r.stderr, "--insecure") {
+		t.Errorf("without --insecure: exit %d, stderr:\n%s\nwant exit 1, a certificate error and the way around it", r.code, r.stderr)
 	}
 	r = runCmd(t, context.Background(), strings.NewReader("over tls\n"), "connect", "--insecure", u)
 	if r.code != exitOK || r.stdout != "over tls\n" {
@@ -333,342 +294,43 @@ func TestConnectTLS(t *testing.T) {
 	}
 }
 
-// runAsync runs ebb in the background with writers the test can watch
-// while it runs; the exit status arrives on the returned channel.
-func runAsync(ctx context.Context, stdin io.Reader, args ...string) (stdout, stderr *lockedBuffer, code <-chan int) {
-	stdout, stderr = &lockedBuffer{}, &lockedBuffer{}
-	c := make(chan int, 1)
-	go func() { c <- run(ctx, args, stdin, stdout, stderr) }()
-	return stdout, stderr, c
-}
-
-// exitStatus waits for a run started by runAsync.
-func exitStatus(t *testing.T, code <-chan int, stderr *lockedBuffer) int {
-	t.Helper()
-	select {
-	case c := <-code:
-		return c
-	case <-time.After(20 * time.Second):
-		t.Fatalf("ebb connect did not end within 20s\nstderr:\n%s", stderr.String())
-		return 0
-	}
-}
-
-// refusedLine matches the report of a 1013 close and the wait it causes.
-var refusedLine = regexp.MustCompile(`(?m)^closed 1013 Try Again Later \((?:[^)]*; )?retry-after=([0-9.]+)\) — retrying in (\S+), attempt (\d+)`)
-
-// TestConnectReconnectAfter1013 is issue 6's CLI scenario: a server at its
-// limit refuses with 1013 and a hint; connect says so, waits at least the
-// hint, and gets in once the slot is free; lines typed then go through.
-func TestConnectReconnectAfter1013(t *testing.T) {
+// TestConnectInterrupt: Ctrl-C once the session is under way closes with
+// 1001 and exits with the interrupted status.
+func TestConnectInterrupt(t *testing.T) {
 	t.Parallel()
-	s, err := server.New(server.Config{Addr: "127.0.0.1:0", Shed: shed.Options{Limits: shed.Limits{MaxConns: 1}, RetryBase: 300 * time.Millisecond}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Serve()
-	t.Cleanup(func() { s.Shutdown(context.Background()) })
-	u := "ws://" + s.Addr() + "/echo"
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-
-	// Hold the only slot; its echo proves the server admitted it.
-	holder, _, err := websocket.Dial(ctx, u, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer holder.CloseNow()
-	if err := holder.Write(ctx, websocket.MessageText, []byte("hold")); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := holder.Read(ctx); err != nil {
-		t.Fatalf("the slot holder was not admitted: %v", err)
-	}
-
-	stdin, stdinW := io.Pipe()
-	t.Cleanup(func() { stdinW.Close() })
-	stdout, stderr, code := runAsync(ctx, stdin, "connect", "--reconnect", "--base", "100ms", "--cap", "1s", u)
-	waitFor(t, 10*time.Second, func() bool { return refusedLine.MatchString(stderr.String()) },
-		"connect did not report a 1013 with its hint and the wait")
-	if err := holder.Close(closecode.NormalClosure, ""); err != nil {
-		t.Fatalf("releasing the slot: %v", err)
-	}
-	// The server admits connect once the holder is gone.
-	waitFor(t, 10*time.Second, func() bool {
-		st := s.Shedder().Stats()
-		return st.Admitted == 2 && st.Connections == 1
-	}, "the server did not admit connect after the slot was freed")
-	if _, err := io.WriteString(stdinW, "after the wait\n"); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 10*time.Second, func() bool { return stdout.String() == "after the wait\n" },
-		"the line sent after reconnecting was not echoed")
-	stdinW.Close()
-	if c := exitStatus(t, code, stderr); c != exitOK {
-		t.Fatalf("exit status = %d, want 0\nstderr:\n%s", c, stderr.String())
-	}
-
-	out := stderr.String()
-	for _, m := range refusedLine.FindAllStringSubmatch(out, -1) {
-		hint, ok := closecode.ParseRetryHint("retry-after=" + m[1])
-		wait, err := time.ParseDuration(m[2])
-		if !ok || err != nil || wait < hint {
-			t.Errorf("%q: the wait %s (%v) is not at least the server's hint %s", m[0], m[2], err, m[1])
-		}
-	}
-	refused := refusedLine.FindStringIndex(out)
-	lastOpen := strings.LastIndex(out, "open: connected to "+u)
-	if lastOpen < refused[0] {
-		t.Errorf("no open after the 1013 line:\n%s", out)
-	}
-	for _, w := range []string{"connecting to " + u + "\n", "connecting to " + u + ", attempt 1\n", "closed 1000 Normal Closure\nstopped: closed by this client\n"} {
-		if !strings.Contains(out, w) {
-			t.Errorf("stderr lacks %q:\n%s", w, out)
-		}
-	}
-	if strings.Contains(out, "gave up") {
-		t.Errorf("connect gave up on a 1013:\n%s", out)
-	}
-}
-
-// countingServer serves h and counts the WebSocket connections it got.
-func countingServer(t *testing.T, h func(ctx context.Context, r *http.Request, c *websocket.Conn) error) (string, *atomic.Int32) {
-	t.Helper()
-	var n atomic.Int32
-	u, _ := wsServer(t, nil, func(ctx context.Context, r *http.Request, c *websocket.Conn) error {
-		n.Add(1)
-		return h(ctx, r, c)
-	})
-	return u, &n
-}
-
-// closeWith closes a moment after the upgrade, once the client has taken
-// the connection for open (a Close frame that comes with the 101 response
-// makes Dial itself fail instead).
-func closeWith(code closecode.Code, reason string) func(context.Context, *http.Request, *websocket.Conn) error {
-	return func(_ context.Context, _ *http.Request, c *websocket.Conn) error {
-		time.Sleep(30 * time.Millisecond)
-		return c.Close(code, reason)
-	}
-}
-
-func TestConnectReconnectStops(t *testing.T) {
-	t.Parallel()
-	fast := []string{"--base", "10ms", "--cap", "20ms"}
-	tests := []struct {
-		name      string
-		code      closecode.Code
-		reason    string
-		flags     []string
-		wantExit  int
-		wantConns int32
-		want      []string
-		notWant   string
-	}{
-		{name: "1008 stops at once", code: 1008, reason: "token expired", wantExit: exitFailure, wantConns: 1,
-			want:    []string{"closed 1008 Policy Violation (token expired)\n", "gave up: 1008 Policy Violation is permanent"},
-			notWant: "— retrying in"},
-		{name: "1000 ends the link", code: 1000, reason: "done", wantExit: exitOK, wantConns: 1,
-			want:    []string{"closed 1000 Normal Closure (done)\n", "gave up: 1000 Normal Closure: the peer ended the link on purpose"},
-			notWant: "— retrying in"},
-		{name: "1000 with --persistent retries", code: 1000, reason: "done", flags: []string{"--persistent", "--max-attempts", "2"}, wantExit: exitOK, wantConns: 3,
-			want: []string{"closed 1000 Normal Closure (done) — retrying in", "attempt 2\n", "gave up after 2 attempts"}},
-		{name: "1011 until --max-attempts", code: 1011, reason: "oops", flags: []string{"--max-attempts", "1"}, wantExit: exitFailure, wantConns: 2,
-			want: []string{"closed 1011 Internal Error (oops) — retrying in", "gave up after 1 attempts"}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			u, conns := countingServer(t, closeWith(tt.code, tt.reason))
-			stdin, stdinW := io.Pipe() // stdin stays open: the server ends the session
-			t.Cleanup(func() { stdinW.Close() })
-			args := append(append([]string{"connect", "--reconnect"}, fast...), tt.flags...)
-			r := runCmd(t, context.Background(), stdin, append(args, u)...)
-			if r.code != tt.wantExit {
-				t.Fatalf("exit status = %d, want %d\nstderr:\n%s", r.code, tt.wantExit, r.stderr)
-			}
-			if n := conns.Load(); n != tt.wantConns {
-				t.Errorf("the server got %d connections, want %d\nstderr:\n%s", n, tt.wantConns, r.stderr)
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(r.stderr, w) {
-					t.Errorf("stderr lacks %q:\n%s", w, r.stderr)
-				}
-			}
-			if tt.notWant != "" && strings.Contains(r.stderr, tt.notWant) {
-				t.Errorf("stderr has %q:\n%s", tt.notWant, r.stderr)
-			}
-		})
-	}
-}
-
-// TestConnectReconnectQueues sends stdin while the server refuses the
-// handshake with HTTP 503: the lines wait in the queue and go out in order
-// once the link is up.
-func TestConnectReconnectQueues(t *testing.T) {
-	t.Parallel()
-	var requests atomic.Int32
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if requests.Add(1) == 1 {
-			http.Error(w, "warming up", http.StatusServiceUnavailable)
-			return
-		}
-		c, err := websocket.Accept(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.CloseNow()
-		echoHandler(r.Context(), r, c)
-	}))
-	t.Cleanup(srv.Close)
-	u := "ws" + strings.TrimPrefix(srv.URL, "http")
-	r := runCmd(t, context.Background(), strings.NewReader("one\ntwo\nthree\n"), "connect", "--reconnect", "--base", "50ms", "--cap", "100ms", u)
-	if r.code != exitOK {
-		t.Fatalf("exit status = %d, want 0\nstderr:\n%s", r.code, r.stderr)
-	}
-	if r.stdout != "one\ntwo\nthree\n" {
-		t.Errorf("stdout = %q, want the three lines echoed in order", r.stdout)
-	}
-	if want := "closed before the upgrade: the server answered HTTP 503 Service Unavailable — retrying in"; !strings.Contains(r.stderr, want) {
-		t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
-	}
-}
-
-func TestConnectReconnectGivesUpOnRefusedPort(t *testing.T) {
-	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	u := "ws://" + ln.Addr().String() + "/"
-	ln.Close()
-	r := runCmd(t, context.Background(), nil, "connect", "--reconnect", "--max-attempts", "2", "--base", "10ms", "--cap", "20ms", u)
-	if r.code != exitFailure {
-		t.Fatalf("exit status = %d, want %d\nstderr:\n%s", r.code, exitFailure, r.stderr)
-	}
-	if n := strings.Count(r.stderr, "closed 1006 Abnormal Closure: "); n != 3 {
-		t.Errorf("%d closed 1006 lines, want 3 (the first try and 2 attempts):\n%s", n, r.stderr)
-	}
-	for _, w := range []string{"— retrying in", ", attempt 2\n", "gave up after 2 attempts", "MaxAttempts"} {
-		if !strings.Contains(r.stderr, w) {
-			t.Errorf("stderr lacks %q:\n%s", w, r.stderr)
+	for _, flags := range [][]string{nil, {"--reconnect"}} {
+		u := echoServer(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		in, inW := io.Pipe()
+		go func() {
+			// The echo of the first line proves the session is up.
+			io.WriteString(inW, "first\n")
+		}()
+		out := &notifyWriter{seen: make(chan struct{})}
+		go func() {
+			<-out.seen
+			cancel()
+		}()
+		var errb strings.Builder
+		code := run(ctx, append(append([]string{"connect"}, flags...), u), in, out, &errb)
+		inW.Close()
+		cancel()
+		if code != exitInterrupted || !strings.Contains(errb.String(), "1001 Going Away") || !strings.HasSuffix(errb.String(), "ebb connect: interrupted\n") {
+			t.Errorf("%v: exit %d, stderr:\n%s\nwant 130, the 1001 close and the interruption", flags, code, errb.String())
 		}
 	}
 }
 
-func TestConnectReconnectJSON(t *testing.T) {
-	t.Parallel()
-	u, _ := countingServer(t, closeWith(closecode.PolicyViolation, "token expired"))
-	stdin, stdinW := io.Pipe()
-	t.Cleanup(func() { stdinW.Close() })
-	r := runCmd(t, context.Background(), stdin, "connect", "--reconnect", "--json", u)
-	if r.code != exitFailure {
-		t.Fatalf("exit status = %d, want %d\nstderr:\n%s", r.code, exitFailure, r.stderr)
-	}
-	if r.stderr != "" {
-		t.Errorf("stderr = %q, want nothing: --json reports on stdout", r.stderr)
-	}
-	var kinds []string
-	var closed, stopped map[string]any
-	sc := bufio.NewScanner(strings.NewReader(r.stdout))
-	for sc.Scan() {
-		var ev map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
-			t.Fatalf("stdout line %q is not JSON: %v", sc.Text(), err)
-		}
-		kind, _ := ev["event"].(string)
-		kinds = append(kinds, kind)
-		switch kind {
-		case "closed":
-			closed = ev
-		case "stopped":
-			stopped = ev
-		}
-	}
-	if got, want := strings.Join(kinds, ","), "connecting,open,closed,stopped"; got != want {
-		t.Fatalf("events %s, want %s:\n%s", got, want, r.stdout)
-	}
-	if closed["code"] != float64(1008) || closed["reason"] != "token expired" || closed["remote"] != true || closed["retry"] != false || closed["retry_class"] != closecode.Permanent.String() {
-		t.Errorf("closed event = %v, want 1008 from the server, not retried", closed)
-	}
-	if stopped["gave_up"] != true || !strings.Contains(stopped["error"].(string), "1008 Policy Violation is permanent") {
-		t.Errorf("stopped event = %v, want gave_up with the 1008 verdict", stopped)
-	}
+// notifyWriter closes seen at the first write.
+type notifyWriter struct {
+	seen chan struct{}
+	once bool
 }
 
-func TestConnectReconnectJSONWaiting(t *testing.T) {
-	t.Parallel()
-	u, _ := countingServer(t, closeWith(closecode.TryAgainLater, closecode.FormatRetryHint("full", 150*time.Millisecond)))
-	stdin, stdinW := io.Pipe()
-	t.Cleanup(func() { stdinW.Close() })
-	r := runCmd(t, context.Background(), stdin, "connect", "--reconnect", "--json", "--max-attempts", "1", "--base", "10ms", "--cap", "20ms", u)
-	if r.code != exitFailure {
-		t.Fatalf("exit status = %d, want %d\nstderr:\n%s", r.code, exitFailure, r.stderr)
+func (n *notifyWriter) Write(p []byte) (int, error) {
+	if !n.once {
+		n.once = true
+		close(n.seen)
 	}
-	var waiting map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
-		var ev map[string]any
-		if err := json.Unmarshal([]byte(line), &ev); err != nil {
-			t.Fatalf("stdout line %q is not JSON: %v", line, err)
-		}
-		if ev["event"] == "waiting" {
-			waiting = ev
-		}
-	}
-	if waiting == nil {
-		t.Fatalf("no waiting event:\n%s", r.stdout)
-	}
-	delay, _ := waiting["delay_seconds"].(float64)
-	if waiting["attempt"] != float64(1) || waiting["hinted"] != true || waiting["retry_after_seconds"] != 0.2 || delay < 0.2 {
-		// FormatRetryHint rounds 150ms up to retry-after=0.2.
-		t.Errorf("waiting event = %v, want attempt 1, at least the 0.2s hint, hinted", waiting)
-	}
-}
-
-func TestConnectReconnectFlags(t *testing.T) {
-	t.Parallel()
-	u := "ws://127.0.0.1:1/"
-	tests := []struct {
-		name string
-		args []string
-		want string
-	}{
-		{name: "policy flag without --reconnect", args: []string{"--max-attempts", "3"}, want: "--max-attempts applies only with --reconnect"},
-		{name: "persistent without --reconnect", args: []string{"--persistent"}, want: "--persistent applies only with --reconnect"},
-		{name: "negative attempts", args: []string{"--reconnect", "--max-attempts", "-1"}, want: "--max-attempts -1: want 0 (no limit) or a positive count"},
-		{name: "negative elapsed", args: []string{"--reconnect", "--max-elapsed", "-1s"}, want: "--max-elapsed -1s"},
-		{name: "zero base", args: []string{"--reconnect", "--base", "0s"}, want: "--base 0s: want a positive duration"},
-		{name: "cap below base", args: []string{"--reconnect", "--base", "2s", "--cap", "1s"}, want: "--cap 1s is below --base 2s"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			r := runCmd(t, context.Background(), nil, append(append([]string{"connect"}, tt.args...), u)...)
-			if r.code != exitUsage {
-				t.Fatalf("exit status = %d, want %d\nstderr:\n%s", r.code, exitUsage, r.stderr)
-			}
-			if !strings.Contains(r.stderr, tt.want) || !strings.Contains(r.stderr, "Run 'ebb connect --help' for usage.") {
-				t.Errorf("stderr lacks %q and the pointer to --help:\n%s", tt.want, r.stderr)
-			}
-		})
-	}
-}
-
-// TestConnectReconnectRequire: a required extension the server refuses is
-// a 1010, which no reconnect can fix.
-func TestConnectReconnectRequire(t *testing.T) {
-	t.Parallel()
-	u, conns := countingServer(t, echoHandler) // compression off
-	r := runCmd(t, context.Background(), nil, "connect", "--reconnect", "--require", "permessage-deflate", u)
-	if r.code != exitFailure {
-		t.Fatalf("exit status = %d, want %d\nstderr:\n%s", r.code, exitFailure, r.stderr)
-	}
-	if n := conns.Load(); n != 1 {
-		t.Errorf("the server got %d connections, want 1: a 1010 is never retried", n)
-	}
-	for _, w := range []string{"closed 1010 Mandatory Extension (missing required extension: permessage-deflate", ": offered permessage-deflate", "the server answered (none)\n", "gave up: 1010 Mandatory Extension is permanent until the configuration changes"} {
-		if !strings.Contains(r.stderr, w) {
-			t.Errorf("stderr lacks %q:\n%s", w, r.stderr)
-		}
-	}
+	return len(p), nil
 }

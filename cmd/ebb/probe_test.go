@@ -3,73 +3,66 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/ebb-ws/ebb/cmd/ebb/internal/server"
+	"github.com/ebb-ws/ebb/cmd/ebb/internal/wstest"
 	"github.com/ebb-ws/ebb/shed"
-	"github.com/ebb-ws/ebb/websocket"
 )
 
-func probeServer(t *testing.T, comp *websocket.CompressionOptions, limit int) string {
-	t.Helper()
-	s, err := server.New(server.Config{Addr: "127.0.0.1:0", Compression: comp, Shed: shed.Options{Limits: shed.Limits{MaxConns: limit}}})
+// The report itself is tested in package probe; these tests hold what
+// package main adds: flags, URLs, exit statuses.
+
+func TestProbeCommand(t *testing.T) {
+	t.Parallel()
+	s, err := server.New(server.Config{Addr: "127.0.0.1:0", Shed: shed.Options{}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	go s.Serve()
 	t.Cleanup(func() { s.Shutdown(context.Background()) })
-	return "ws://" + s.Addr() + "/echo"
-}
-
-func TestProbe(t *testing.T) {
-	t.Parallel()
-	plain := probeServer(t, nil, 0)
-	deflate := probeServer(t, &websocket.CompressionOptions{ServerMaxWindowBits: 12}, 0)
+	ok := "ws://" + s.Addr() + "/echo"
 	ctx := context.Background()
 
-	r := runCmd(t, ctx, nil, "probe", "--json", "--require", "permessage-deflate", plain)
-	var rep probeReport
-	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
-		t.Fatalf("probe --json output is not JSON: %v\n%s", err, r.stdout)
+	r := runCmd(t, ctx, nil, "probe", ok)
+	if r.code != exitOK || !strings.Contains(r.stdout, "verdict") || !strings.Contains(r.stdout, "handshake succeeded") {
+		t.Errorf("probe of a working server: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	if r.code != exitFailure || rep.Status != 101 || len(rep.Required) != 1 || !rep.Required[0].Would1010 || !strings.Contains(rep.Verdict, "1010") {
-		t.Fatalf("probe against compression off: exit %d, %+v", r.code, rep)
+	// Without scheme, and as http://: the same server, a note on stderr.
+	for _, arg := range []string{strings.TrimPrefix(ok, "ws://"), "http://" + strings.TrimPrefix(ok, "ws://")} {
+		r = runCmd(t, ctx, nil, "probe", "--json", arg)
+		var rep struct {
+			URL string `json:"url"`
+			OK  bool   `json:"ok"`
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil || r.code != exitOK || rep.URL != ok || !rep.OK || !strings.HasPrefix(r.stderr, "ebb probe: ") || strings.Count(r.stderr, "\n") != 1 {
+			t.Errorf("probe %s: exit %d, report %+v (%v), stderr %q; want ok for %s and one note", arg, r.code, rep, err, r.stderr, ok)
+		}
 	}
-
-	r = runCmd(t, ctx, nil, "probe", "--require", "permessage-deflate", deflate)
-	if r.code != exitOK || !strings.Contains(r.stdout, "accepted") || !strings.Contains(r.stdout, "server_max_window_bits=12") {
-		t.Fatalf("probe against compression on: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	r = runCmd(t, ctx, nil, "probe", strings.TrimSuffix(wstest.Refused(t), "/"))
+	if r.code != exitFailure || !strings.Contains(r.stdout, "no handshake response: connection refused") {
+		t.Errorf("probe of a closed port: exit %d\n%s", r.code, r.stdout)
 	}
 }
 
-func TestProbeReportsRefusals(t *testing.T) {
+func TestProbeUsage(t *testing.T) {
 	t.Parallel()
-	full := probeServer(t, nil, 1)
-	ctx := context.Background()
-	// Hold the only slot.
-	c, _, err := websocket.Dial(ctx, full, nil)
-	if err != nil {
-		t.Fatal(err)
+	u := "ws://127.0.0.1:1/"
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{name: "ftp scheme", args: []string{"ftp://x/"}, want: `has scheme "ftp": want ws:// or wss://`},
+		{name: "zero timeout", args: []string{"--timeout", "0s", u}, want: "--timeout 0s: want a positive duration"},
+		{name: "negative listen", args: []string{"--listen", "-1s", u}, want: "--listen -1s"},
+		{name: "require without offer", args: []string{"--no-compress", "--require", "permessage-deflate", u}, want: "drop --no-compress"},
 	}
-	defer c.CloseNow()
-	r := runCmd(t, ctx, nil, "probe", full)
-	if r.code != exitFailure || !strings.Contains(r.stdout, "1013 Try Again Later") || !strings.Contains(r.stdout, "retry after") {
-		t.Fatalf("probe of a full server: exit %d\n%s", r.code, r.stdout)
-	}
-
-	busy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Retry-After", "30")
-		http.Error(w, "overloaded", http.StatusServiceUnavailable)
-	}))
-	defer busy.Close()
-	r = runCmd(t, ctx, nil, "probe", "ws"+strings.TrimPrefix(busy.URL, "http"))
-	if r.code != exitFailure || !strings.Contains(r.stdout, "HTTP 503") || !strings.Contains(r.stdout, "Retry-After 30s") || !strings.Contains(r.stdout, "1006") {
-		t.Fatalf("probe of a 503: exit %d\n%s", r.code, r.stdout)
-	}
-	if r := runCmd(t, ctx, nil, "probe", "http://x"); r.code != exitUsage {
-		t.Fatalf("probe of an http:// URL: exit %d, want usage error", r.code)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			wantUsage(t, runCmd(t, context.Background(), nil, append([]string{"probe"}, tt.args...)...), "probe", tt.want)
+		})
 	}
 }
