@@ -83,6 +83,9 @@ func (a *attack) end() {
 	a.f.honest = a.stopHonest()
 	a.f.rssPeak = a.stopWatch()
 	a.t.Logf("honest clients: %s; server RSS %s → peak %s", a.f.honest, mb(a.f.rssBase), mb(a.f.rssPeak))
+	if a.aborted.Load() {
+		a.f.note(a.t, "attack cut short: RSS past +%s", mb(abortGrowth))
+	}
 	if !a.srv.alive() {
 		a.f.note(a.t, "server died (%v): %s", a.srv.waitErr, a.srv.panicLine())
 	}
