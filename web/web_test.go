@@ -66,8 +66,12 @@ func TestGeneratedTable(t *testing.T) {
 		line := text[i : i+strings.Index(text[i:], "\n")]
 		wantRetries := `"retries":` + boolText(info.Retry.ShouldRetry())
 		wantWire := `"onWire":` + boolText(info.OnWire)
-		if !strings.Contains(line, wantRetries) || !strings.Contains(line, wantWire) {
-			t.Errorf("code %d: %s, want %s and %s", info.Code, line, wantRetries, wantWire)
+		wantSender := `"sender":"` + map[closecode.Sender]string{
+			closecode.SenderEither: "either", closecode.SenderClient: "client",
+			closecode.SenderServer: "server", closecode.SenderLocal: "local",
+		}[info.Sender] + `"`
+		if !strings.Contains(line, wantRetries) || !strings.Contains(line, wantWire) || !strings.Contains(line, wantSender) {
+			t.Errorf("code %d: %s, want %s, %s and %s", info.Code, line, wantRetries, wantWire, wantSender)
 		}
 	}
 	hint := closecode.FormatRetryHint("", 0)
@@ -199,5 +203,56 @@ func TestEbbJSUnderNode(t *testing.T) {
 	}
 	if !bytes.Contains(out, []byte("# fail 0")) {
 		t.Fatalf("node --test ebb_test.mjs did not report its results:\n%s", out)
+	}
+}
+
+// TestDashboardImports checks that the dashboard imports only names
+// ebb.js exports, and takes the close-code table from it (lookup) rather
+// than retyping who sends which code.
+func TestDashboardImports(t *testing.T) {
+	t.Parallel()
+	js, err := os.ReadFile("ebb.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	imports := regexp.MustCompile(`(?m)^import\s*\{([^}]*)\}\s*from\s*"([^"]+)"`).FindAllSubmatch(dashboardHTML, -1)
+	if len(imports) != 1 || string(imports[0][2]) != "/ebb.js" {
+		t.Fatalf("the dashboard must import exactly one module, /ebb.js; found %q", imports)
+	}
+	names := map[string]bool{}
+	for _, name := range strings.Split(string(imports[0][1]), ",") {
+		name = strings.TrimSpace(name)
+		names[name] = true
+		if !regexp.MustCompile(`export (function|class|const) ` + regexp.QuoteMeta(name) + `\b|export \{[^}]*\b` + regexp.QuoteMeta(name) + `\b`).Match(js) {
+			t.Errorf("the dashboard imports %s, which ebb.js does not export", name)
+		}
+	}
+	if !names["lookup"] || !bytes.Contains(dashboardHTML, []byte("codeRow(c, lookup(c.code))")) {
+		t.Error("the dashboard's close-code rows do not take the sender from ebb.js's lookup")
+	}
+	rec := httptest.NewRecorder()
+	Dashboard().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+	if rec.Code != http.StatusOK || !bytes.Equal(rec.Body.Bytes(), dashboardHTML) {
+		t.Errorf("GET / = %d with %d bytes, want the %d-byte dashboard", rec.Code, rec.Body.Len(), len(dashboardHTML))
+	}
+}
+
+// TestDashboardUnderNode runs dashboard_test.mjs, the unit tests of the
+// dashboard's helpers (gridlines, drain shading, close-code rows), when
+// Node is installed; without it the test is skipped.
+func TestDashboardUnderNode(t *testing.T) {
+	t.Parallel()
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node is not on PATH; dashboard_test.mjs needs Node 18 or later")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, node, "--test", "dashboard_test.mjs").CombinedOutput()
+	if err != nil {
+		t.Fatalf("node --test dashboard_test.mjs: %v\n%s", err, out)
+	}
+	if !bytes.Contains(out, []byte("# fail 0")) {
+		t.Fatalf("node --test dashboard_test.mjs did not report its results:\n%s", out)
 	}
 }

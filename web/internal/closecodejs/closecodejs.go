@@ -31,12 +31,23 @@ var classNames = map[closecode.RetryClass]string{
 	closecode.Invalid:           "invalid",
 }
 
+// senderNames are the JavaScript names of closecode's senders: which side
+// may choose a code ("local" codes are never sent). The dashboard uses
+// them to tell a code an endpoint chose from its echo of the peer's.
+var senderNames = map[closecode.Sender]string{
+	closecode.SenderEither: "either",
+	closecode.SenderClient: "client",
+	closecode.SenderServer: "server",
+	closecode.SenderLocal:  "local",
+}
+
 // fields are what the generated table says about a code or a range.
 type fields struct {
 	Name        string `json:"name"`
 	RetryClass  string `json:"retryClass"`
 	Retries     bool   `json:"retries"`
 	OnWire      bool   `json:"onWire"`
+	Sender      string `json:"sender"`
 	Description string `json:"description"`
 	Fix         string `json:"fix"`
 }
@@ -65,9 +76,13 @@ func Generate() ([]byte, error) {
 		if !ok {
 			return nil, fmt.Errorf("closecodejs: retry class %d (%v) of code %d has no JavaScript name: add it to classNames and teach web/ebb.js what it means", int(info.Retry), info.Retry, info.Code)
 		}
+		sender, ok := senderNames[info.Sender]
+		if !ok {
+			return nil, fmt.Errorf("closecodejs: sender %d (%v) of code %d has no JavaScript name: add it to senderNames", int(info.Sender), info.Sender, info.Code)
+		}
 		f := fields{
 			Name: info.Name, RetryClass: name, Retries: info.Retry.ShouldRetry(),
-			OnWire: info.OnWire, Description: info.Description, Fix: info.Fix,
+			OnWire: info.OnWire, Sender: sender, Description: info.Description, Fix: info.Fix,
 		}
 		if !info.Range {
 			codes = append(codes, codeEntry{Code: int(info.Code), fields: f})
@@ -97,7 +112,9 @@ func Generate() ([]byte, error) {
 	b.WriteString("});\n\n")
 	b.WriteString("/**\n * Close codes with an entry of their own, by code. retryClass says what a\n")
 	b.WriteString(" * client does after a close with the code; retries is true for the classes\n")
-	b.WriteString(" * that reconnect on their own (backoff, soon).\n */\n")
+	b.WriteString(" * that reconnect on their own (backoff, soon); sender says which side may\n")
+	b.WriteString(" * choose the code (\"client\", \"server\", \"either\", or \"local\" for codes\n")
+	b.WriteString(" * never sent on the wire).\n */\n")
 	b.WriteString("export const CODES = Object.freeze({\n")
 	for _, e := range codes {
 		fmt.Fprintf(&b, "  %d: Object.freeze(%s),\n", e.Code, jsJSON(e))

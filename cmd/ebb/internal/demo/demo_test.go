@@ -1,0 +1,257 @@
+package demo
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ebb-ws/ebb/closecode"
+)
+
+// testPace runs the tour at about a third of its length (about 12 s).
+const testPace = 0.3
+
+// TestRun plays the whole tour and checks the report as data: the
+// chapters in order with their spans, the restart's marks, every close
+// event attributed to the side that sent it, the findings, and a drain
+// that the samples show as a decline.
+func TestRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the tour runs for about 12 s")
+	}
+	t.Parallel()
+	var progress bytes.Buffer
+	r, err := Run(context.Background(), Options{Pace: testPace}, &progress)
+	if err != nil {
+		t.Fatalf("Run: %v\nprogress:\n%s", err, progress.String())
+	}
+	if r.Crowd != DefaultCrowd || r.Limit != DefaultLimit || r.Interrupted {
+		t.Fatalf("crowd %d limit %d interrupted %v", r.Crowd, r.Limit, r.Interrupted)
+	}
+
+	// Chapters, in order, one after the other.
+	var names []string
+	for i, c := range r.Chapters {
+		names = append(names, c.Name)
+		if c.End <= c.Start || c.Finding == nil {
+			t.Errorf("chapter %q: from %v to %v, finding %v", c.Name, c.Start, c.End, c.Finding)
+		}
+		if i > 0 && c.Start < r.Chapters[i-1].End {
+			t.Errorf("chapter %q starts at %v, before %q ends at %v", c.Name, c.Start, r.Chapters[i-1].Name, r.Chapters[i-1].End)
+		}
+	}
+	if !slices.Equal(names, []string{"overload", "restart", "extension"}) {
+		t.Fatalf("chapters %q", names)
+	}
+	restart := r.Chapters[1]
+
+	// The restart's marks, in order, inside its chapter.
+	at := map[string]time.Duration{}
+	var marks []string
+	for _, m := range r.Marks {
+		marks = append(marks, m.Name)
+		at[m.Name] = m.At
+		if m.At < restart.Start || m.At > restart.End {
+			t.Errorf("mark %q at %v outside the restart chapter (%v–%v)", m.Name, m.At, restart.Start, restart.End)
+		}
+	}
+	if !slices.Equal(marks, []string{"drain", "down", "up", "back"}) {
+		t.Fatalf("marks %q", marks)
+	}
+
+	// Every event is attributed: codes that never travel on the wire are
+	// local; 1013 and 1012 come from the server; 1010 and 1000 from the
+	// client.
+	type key struct {
+		code   closecode.Code
+		sender Sender
+	}
+	n := map[key]int{}
+	for i, e := range r.Events {
+		n[key{e.Code, e.Sender}]++
+		if i > 0 && e.At < r.Events[i-1].At {
+			t.Errorf("events out of order at %d", i)
+		}
+		if !closecode.Lookup(e.Code).OnWire && e.Code != 0 && e.Sender != SentLocally {
+			t.Errorf("event %+v: %v never travels on the wire, so nobody sent it", e, e.Code)
+		}
+		switch e.Code {
+		case closecode.TryAgainLater, closecode.ServiceRestart:
+			if e.Sender != SentByServer || e.Hint <= 0 {
+				t.Errorf("event %+v: want the server's close with a retry hint", e)
+			}
+		case closecode.MandatoryExtension, closecode.NormalClosure:
+			if e.Sender != SentByClient {
+				t.Errorf("event %+v: want the client's close", e)
+			}
+		}
+	}
+	if n[key{closecode.MandatoryExtension, SentByClient}] != 1 {
+		t.Errorf("1010 events %d, want exactly one (no retry)", n[key{closecode.MandatoryExtension, SentByClient}])
+	}
+
+	// Overload: nobody above the limit, everyone in eventually, the
+	// refused backed off no sooner than their hint.
+	o, ok := Find[*OverloadFinding](r)
+	if !ok {
+		t.Fatal("no overload finding")
+	}
+	if o.PeakConnections > r.Limit || o.PeakConnections == 0 || o.Sessions != r.Crowd {
+		t.Errorf("overload: peak %d connections (limit %d), %d sessions of %d", o.PeakConnections, r.Limit, o.Sessions, r.Crowd)
+	}
+	if o.RefusedClients < r.Crowd-r.Limit || o.Refusals < o.RefusedClients || o.DistinctHints < 2 {
+		t.Errorf("overload: %d refusals to %d clients, %d distinct hints: want at least the %d surplus clients refused, with spread hints",
+			o.Refusals, o.RefusedClients, o.DistinctHints, r.Crowd-r.Limit)
+	}
+	checkHintIsAFloor(t, r)
+
+	// Restart: the drain closed everyone with a hint past the restart,
+	// refused a newcomer, answered /healthz with 503, and everyone came
+	// back.
+	f, ok := Find[*RestartFinding](r)
+	if !ok {
+		t.Fatal("no restart finding")
+	}
+	if f.Drained != r.Crowd || f.Back != r.Crowd || f.HintMin < f.DrainHint {
+		t.Errorf("restart: drained %d, back %d of %d, hints from %v (drain hint %v)", f.Drained, f.Back, r.Crowd, f.HintMin, f.DrainHint)
+	}
+	if f.Newcomer.Code != closecode.ServiceRestart || f.Newcomer.Sender != SentByServer || f.Newcomer.Hint <= 0 {
+		t.Errorf("a newcomer during the drain got %+v: want the server's 1012 with a hint", f.Newcomer)
+	}
+	if !strings.HasPrefix(f.Health, "503") {
+		t.Errorf("/healthz during the drain answered %q, want 503", f.Health)
+	}
+	if early := f.Early; len(early) > 0 {
+		// Timing on a loaded machine can bring a client back before the
+		// restart; it must then have been told so, not lost.
+		t.Logf("early attempts: %v", early)
+	}
+
+	// The drain is sampled as a decline, not a step: the server's count
+	// passes through intermediate values while it drains.
+	levels := map[int]bool{}
+	draining := 0
+	for _, s := range r.Samples {
+		if s.At >= at["drain"] && s.At < at["down"] {
+			if s.Connections > 0 && s.Connections < r.Crowd {
+				levels[s.Connections] = true
+			}
+			if s.Draining {
+				draining++
+			}
+		}
+	}
+	if len(levels) < 3 || draining == 0 {
+		t.Errorf("during the drain the samples show %d intermediate connection counts and %d draining samples: want a visible decline", len(levels), draining)
+	}
+
+	// Missing extension: 1010 from the client, no retry, seen by the server.
+	m, ok := Find[*MissingExtensionFinding](r)
+	if !ok {
+		t.Fatal("no missing-extension finding")
+	}
+	if !strings.Contains(m.Negotiated, "permessage-deflate") || len(m.Missing) != 1 || m.Retried || !m.ServerReceived {
+		t.Errorf("missing extension: %+v", m)
+	}
+	if r.Server.Received[closecode.MandatoryExtension] != 1 {
+		t.Errorf("the servers received %d 1010s, want 1", r.Server.Received[closecode.MandatoryExtension])
+	}
+
+	// JSON: parses, and carries no float noise.
+	var js bytes.Buffer
+	if err := r.WriteJSON(&js); err != nil {
+		t.Fatal(err)
+	}
+	var parsed map[string]any
+	if err := json.Unmarshal(js.Bytes(), &parsed); err != nil {
+		t.Fatalf("WriteJSON wrote invalid JSON: %v", err)
+	}
+	if noise := regexp.MustCompile(`[0-9]\.[0-9]{4,}`).Find(js.Bytes()); noise != nil {
+		t.Errorf("JSON carries float noise: %s", noise)
+	}
+	if !strings.Contains(progress.String(), "== 1/3 overload → backoff") {
+		t.Errorf("progress lacks the chapter lines:\n%s", progress.String())
+	}
+}
+
+// checkHintIsAFloor checks, client by client, that a wait after a 1013 was
+// never shorter than the 1013's hint.
+func checkHintIsAFloor(t *testing.T, r *Report) {
+	t.Helper()
+	last := map[int]Event{}
+	checked := 0
+	evs, waits := r.Events, r.Waits
+	for len(evs) > 0 || len(waits) > 0 {
+		if len(waits) == 0 || len(evs) > 0 && evs[0].At <= waits[0].At {
+			if evs[0].Client >= 0 {
+				last[evs[0].Client] = evs[0]
+			}
+			evs = evs[1:]
+			continue
+		}
+		w := waits[0]
+		waits = waits[1:]
+		if e, ok := last[w.Client]; ok && e.Code == closecode.TryAgainLater {
+			checked++
+			if w.Delay < e.Hint {
+				t.Errorf("client %d waited %v after a 1013 with retry-after=%v", w.Client, w.Delay, e.Hint)
+			}
+		}
+	}
+	if checked == 0 {
+		t.Error("no wait after a 1013 to check")
+	}
+}
+
+// TestRunInterrupted cancels a run in its first chapter: Run returns the
+// context's error and what it saw so far, and stops everything it started.
+func TestRunInterrupted(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(700*time.Millisecond, cancel)
+	r, err := Run(ctx, Options{Pace: testPace, Crowd: 6, Limit: 2}, nil)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run after cancel: %v, want context.Canceled", err)
+	}
+	if r == nil || !r.Interrupted || len(r.Chapters) != 1 || len(r.Samples) == 0 {
+		t.Fatalf("report after cancel: %+v", r)
+	}
+	var text bytes.Buffer
+	if err := r.WriteText(&text); err != nil || !strings.Contains(text.String(), "interrupted") {
+		t.Errorf("WriteText: %v\n%s", err, text.String())
+	}
+}
+
+func TestOptionsValidate(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		opts Options
+		want string // in the error; "" for none
+	}{
+		{"zero is the tour", Options{}, ""},
+		{"limit not below the crowd", Options{Crowd: 5, Limit: 5}, "a limit of 5 connections for a crowd of 5"},
+		{"crowd of one", Options{Crowd: 1, Limit: 1}, "a crowd of 1 clients"},
+		{"negative pace", Options{Pace: -1}, "pace -1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			o, err := tt.opts.withDefaults()
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("error %v", err)
+			case tt.want == "" && (o.Crowd != DefaultCrowd || o.Limit != DefaultLimit || o.Pace != 1 || len(o.Chapters) != 3):
+				t.Fatalf("defaults %+v", o)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("error %v, want one saying %q", err, tt.want)
+			}
+		})
+	}
+}

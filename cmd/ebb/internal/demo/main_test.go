@@ -1,0 +1,11 @@
+package demo
+
+import (
+	"testing"
+
+	"github.com/ebb-ws/ebb/internal/leakcheck"
+)
+
+func TestMain(m *testing.M) {
+	leakcheck.VerifyTestMain(m)
+}
