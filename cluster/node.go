@@ -41,14 +41,16 @@ type Node struct {
 	stream      string
 	bucket      string
 
-	loadSub *nats.Subscription
-	kick    chan struct{} // capacity 1: report now
-	ctx     context.Context
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	done    chan struct{} // closed when the node has left
-	once    sync.Once
-	leftErr error
+	loadSub  *nats.Subscription
+	reportMu sync.Mutex    // serializes reports
+	leaving  bool          // the leave report is out; under reportMu
+	kick     chan struct{} // capacity 1: report now
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	done     chan struct{} // closed when the node has left
+	once     sync.Once
+	leftErr  error
 
 	ready chan struct{} // closed when history and lease are usable
 
@@ -247,6 +249,14 @@ func (n *Node) reportLoop() {
 // report publishes this node's load (or its leave) and updates its own
 // entry in the view.
 func (n *Node) report(left bool) {
+	// One report at a time, and none after the leave: a report published
+	// after it would bring this node back into the others' views.
+	n.reportMu.Lock()
+	defer n.reportMu.Unlock()
+	if n.leaving {
+		return
+	}
+	n.leaving = left
 	var l Load
 	if n.opts.Load != nil && !left {
 		l = n.opts.Load()

@@ -182,7 +182,7 @@ func batchFor(rate float64, interval time.Duration, conns int) int {
 	if conns <= 0 {
 		return 0
 	}
-	return min(conns, max(1, int(math.Ceil(rate*interval.Seconds()))))
+	return min(conns, max(1, int(math.Ceil(rate*interval.Seconds()-1e-6))))
 }
 
 // CloseAt returns when (since the drain started) the i-th close (from 0)
