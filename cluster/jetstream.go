@@ -117,7 +117,11 @@ func (n *Node) setup() error {
 	if err != nil {
 		return err
 	}
-	feed, err := cons.Messages(jetstream.PullMaxMessages(256))
+	// Heartbeats every 500 ms: when the server holding this node's
+	// consumer goes away (another node restarting), the missed
+	// heartbeats make the ordered consumer move within about a second
+	// instead of the default 30 s expiry.
+	feed, err := cons.Messages(jetstream.PullMaxMessages(256), jetstream.PullExpiry(2*time.Second), jetstream.PullHeartbeat(500*time.Millisecond))
 	if err != nil {
 		return err
 	}
