@@ -109,6 +109,9 @@ type Message struct {
 // the messages of every connection in order; Write sends on the current
 // connection or queues while there is none. All methods are safe for
 // concurrent use, except that only one goroutine may call Read at a time.
+// With Options.Resume, Read delivers a broadcast without loss across
+// reconnections, or reports the loss (see "Resuming a broadcast" in the
+// package documentation).
 //
 // A Client runs one goroutine for its life and one more per connection; the
 // one per connection reads, so call Read continuously (even if you ignore

@@ -35,7 +35,10 @@ const (
 	// did not select it. Messages on this connection are plain: the client
 	// cannot number them, drop duplicates or notice losses, and Read
 	// reports a *GapError (GapNoResume) before them whenever messages may
-	// have been published while the client was away.
+	// have been published while the client was away. The position does
+	// not move: if a later connection resumes, it asks for what followed
+	// the last numbered message, so messages read plain may come again
+	// (the client prefers a duplicate to a silent loss).
 	ResumeRefused
 )
 
