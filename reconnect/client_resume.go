@@ -170,7 +170,12 @@ func (c *Client) resumed(m ResumeMessage, typ websocket.MessageType, reconnected
 			// position: what was published meanwhile cannot be asked for.
 			c.deliverGap(&GapError{Reason: GapNoResume, Next: m.Next})
 		case !known:
-			c.advance(m.Next - 1)
+			// The position, before anything was read: LastSeq reports it
+			// at once (no Read can race with this: nothing numbered was
+			// delivered yet).
+			c.mu.Lock()
+			c.known, c.last, c.readSeq = true, m.Next-1, m.Next-1
+			c.mu.Unlock()
 		case m.Next <= last:
 			// The server's next message is one the client already has:
 			// its numbering restarted. Without moving back, every new
@@ -246,8 +251,9 @@ func malformedReason(me *MalformedResumeError) string {
 }
 
 // LastSeq returns the sequence of the last message Read returned on a
-// resuming client (the end of the gap, for a *GapError), or 0 before the
-// first. Save it to continue after a restart: a new client with
+// resuming client (the end of the gap, for a *GapError), or, before any,
+// the position the server gave with "!live" (or ResumeOptions.From-1), or
+// 0. Save it to continue after a restart: a new client with
 // ResumeOptions{From: LastSeq() + 1} asks for exactly what comes next.
 func (c *Client) LastSeq() uint64 {
 	c.mu.Lock()

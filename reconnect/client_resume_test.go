@@ -720,3 +720,31 @@ func TestGapErrorText(t *testing.T) {
 		t.Error("unknown enum values do not print their number")
 	}
 }
+
+// TestResumeLastSeqFromLive: a client that asked for live messages learns
+// its position from "!live" before reading anything, and a reconnect
+// asks for what followed it.
+func TestResumeLastSeqFromLive(t *testing.T) {
+	t.Parallel()
+	h := newHub(t, 100)
+	h.publish(websocket.MessageText, "before the client")
+	h.publish(websocket.MessageText, "before the client")
+	c, err := Dial(testCtx(t), hubServer(t, h), &Options{Policy: fastPolicy(), Resume: &ResumeOptions{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mustClose(t, c)
+	first := h.conn(t)
+	waitLive(t, c)
+	if got := c.LastSeq(); got != 2 {
+		t.Errorf("LastSeq after !live 3 = %d, want 2", got)
+	}
+	release := h.hold()
+	first.CloseNow()
+	h.publish(websocket.MessageText, "while away")
+	release()
+	wantRead(t, c, "text:while away")
+	if got := strings.Join(h.fromParams(), " "); got != "- 3" {
+		t.Errorf("from parameters = %q, want \"- 3\"", got)
+	}
+}
