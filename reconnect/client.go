@@ -786,6 +786,7 @@ func (c *Client) stop(err error, d Decision) {
 	c.mu.Lock()
 	c.stopErr = err
 	c.conn = nil
+	c.live = false
 	unsent := len(c.queue)
 	c.mu.Unlock()
 	c.cancel(err)
