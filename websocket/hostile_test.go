@@ -12,7 +12,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -791,6 +793,147 @@ func TestBudgetRefusals(t *testing.T) {
 		}
 		if s := budget.Stats(); s.InUse != 0 || s.RefusedTryLater != 0 || s.Waits == 0 {
 			t.Fatalf("stats %+v: want B to have waited, no refusal, nothing left", s)
+		}
+	})
+}
+
+// floodServer answers one request on a raw socket with status, then the
+// headers junk writes (until it fails or is done), then, if end is set, the
+// end of the headers. It returns the server's address.
+func floodServer(t *testing.T, status string, junk func(io.Writer) error, end bool) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		br := bufio.NewReader(nc)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		head := status + "\r\n"
+		if key := req.Header.Get("Sec-WebSocket-Key"); key != "" {
+			head += "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " + AcceptKey(key) + "\r\n"
+		}
+		if _, err := io.WriteString(nc, head); err != nil || junk(nc) != nil {
+			return
+		}
+		if end {
+			io.WriteString(nc, "\r\n")
+			io.Copy(io.Discard, nc) // until the client closes
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	return ln.Addr().String()
+}
+
+// junkLines writes total bytes of 1 KiB header lines.
+func junkLines(total int64) func(io.Writer) error {
+	return func(w io.Writer) error {
+		line := "X-Pad: " + string(bytes.Repeat([]byte("a"), 1015)) + "\r\n"
+		chunk := bytes.Repeat([]byte(line), 64) // 64 KiB
+		for sent := int64(0); sent < total; sent += int64(len(chunk)) {
+			if _, err := w.Write(chunk); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+// junkLine writes one header line of total bytes, without its end.
+func junkLine(total int64) func(io.Writer) error {
+	return func(w io.Writer) error {
+		if _, err := io.WriteString(w, "X-Big: "); err != nil {
+			return err
+		}
+		chunk := bytes.Repeat([]byte("a"), 64<<10)
+		for sent := int64(0); sent < total; sent += int64(len(chunk)) {
+			if _, err := w.Write(chunk); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+// TestDialBoundsResponseHeaders: a server (or proxy) that follows its 101
+// (or 200) with tens of MB of headers fails the handshake once
+// MaxResponseHeaderBytes are read, and the client allocates little.
+func TestDialBoundsResponseHeaders(t *testing.T) {
+	const flood = 64 << 20
+	tests := []struct {
+		name    string
+		status  string
+		junk    func(io.Writer) error
+		proxy   bool
+		max     int64
+		wantErr string
+	}{
+		{"many lines", "HTTP/1.1 101 Switching Protocols", junkLines(flood), false, 0, "exceed 1048576 bytes (DialOptions.MaxResponseHeaderBytes)"},
+		{"one endless line", "HTTP/1.1 101 Switching Protocols", junkLine(flood), false, 0, "exceed 1048576 bytes (DialOptions.MaxResponseHeaderBytes)"},
+		{"endless status line", "HTTP/1.1 101 ", junkLine(flood), false, 0, "exceed 1048576 bytes (DialOptions.MaxResponseHeaderBytes)"},
+		{"smaller bound", "HTTP/1.1 101 Switching Protocols", junkLines(flood), false, 64 << 10, "exceed 65536 bytes"},
+		{"proxy", "HTTP/1.1 200 Connection established", junkLines(flood), true, 0, "CONNECT response headers exceed 1048576 bytes"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			addr := floodServer(t, tt.status, tt.junk, false)
+			opts := &DialOptions{MaxResponseHeaderBytes: tt.max}
+			target := "ws://" + addr
+			if tt.proxy {
+				target = "ws://backend.invalid"
+				opts.Proxy = func(*http.Request) (*url.URL, error) { return &url.URL{Scheme: "http", Host: addr}, nil }
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			start := time.Now()
+			c, _, err := Dial(ctx, target, opts)
+			runtime.ReadMemStats(&after)
+			if c != nil {
+				c.CloseNow()
+			}
+			allocated := int64(after.TotalAlloc - before.TotalAlloc)
+			t.Logf("%s: Dial failed after %v having allocated %d KiB: %v", tt.name, time.Since(start).Round(time.Millisecond), allocated>>10, err)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("Dial error %v, want one quoting %q", err, tt.wantErr)
+			}
+			if he := new(HandshakeError); !tt.proxy && !errors.As(err, &he) {
+				t.Errorf("Dial error %T, want a *HandshakeError", err)
+			}
+			if allocated > 16<<20 {
+				t.Errorf("Dial allocated %d KiB reading a flood of headers, want < 16 MiB", allocated>>10)
+			}
+		})
+	}
+	t.Run("larger bound", func(t *testing.T) {
+		addr := floodServer(t, "HTTP/1.1 101 Switching Protocols", junkLines(2<<20), true)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, resp, err := Dial(ctx, "ws://"+addr, &DialOptions{MaxResponseHeaderBytes: 4 << 20})
+		if err != nil {
+			t.Fatalf("Dial with 2 MiB of headers and a 4 MiB bound: %v", err)
+		}
+		c.CloseNow()
+		if n := len(resp.Header.Values("X-Pad")); n < 2000 {
+			t.Fatalf("response has %d X-Pad headers, want 2048", n)
+		}
+	})
+	t.Run("negative bound", func(t *testing.T) {
+		_, _, err := Dial(context.Background(), "ws://127.0.0.1:1", &DialOptions{MaxResponseHeaderBytes: -1})
+		if err == nil || !strings.Contains(err.Error(), "MaxResponseHeaderBytes -1") {
+			t.Fatalf("Dial error %v, want one about MaxResponseHeaderBytes -1", err)
 		}
 	})
 }

@@ -46,22 +46,30 @@ type readState struct {
 }
 
 // Read reads the next whole data message. The returned slice is the
-// caller's to keep.
+// caller's to keep, and no longer counted in the Conn's MemoryBudget.
+//
+// While the message arrives, Read holds memory for the bytes received (see
+// the package documentation, Hostile peers), and may wait for room in the
+// memory budget; ctx bounds that wait as it bounds the reads.
 //
 // Read returns a *CloseError when the connection ends: the peer's close
 // (Remote true), or the code this endpoint closed with after a protocol
-// violation, an oversized message (1009) or invalid UTF-8 (1007). If ctx
-// ends while Read waits, the connection is closed, since a frame may have
-// been read only in part.
+// violation, an oversized message (1009: over the read limit, or larger
+// than the whole memory budget), invalid UTF-8 (1007), or a message that
+// found no room in the memory budget in time (1013 with a retry-after=
+// hint). If ctx ends while Read waits, the connection is closed, since a
+// frame may have been read only in part.
 func (c *Conn) Read(ctx context.Context) (MessageType, []byte, error) {
 	return c.read(ctx, nil)
 }
 
-// ReadInto is Read with a buffer to reuse: a message sent in one frame is
-// read into buf[:0] when it fits; a larger, fragmented or compressed one may
-// need a new slice. Loops that handle one message at a time (echo, proxies,
-// decoders) save an allocation per message; the returned slice is only valid
-// until buf is reused, so pass it back in as the next buf.
+// ReadInto is Read with a buffer to reuse: a message is read into buf[:0]
+// when it fits in cap(buf), however it was framed or compressed; a larger
+// one is delivered in a new slice. Loops that handle one message at a time
+// (echo, proxies, decoders) save an allocation per message; the returned
+// slice is only valid until buf is reused, so pass it back in as the next
+// buf. buf's memory does not count in the memory budget: it is the
+// caller's.
 func (c *Conn) ReadInto(ctx context.Context, buf []byte) (MessageType, []byte, error) {
 	return c.read(ctx, buf[:0])
 }
@@ -88,8 +96,7 @@ func (c *Conn) read(ctx context.Context, dst []byte) (MessageType, []byte, error
 // ones grow as their payload comes in (see collectMessage).
 func (c *Conn) readMessage(ctx context.Context, dst []byte) (MessageType, []byte, error) {
 	rd := &c.rd
-	rd.collect, rd.dstCap = true, int64(cap(dst))
-	if err := c.beginMessage(); err != nil {
+	if err := c.beginMessage(true, int64(cap(dst))); err != nil {
 		return 0, nil, err
 	}
 	// Fast path: one small uncompressed frame, read straight into its slice.
@@ -148,8 +155,7 @@ func (c *Conn) Reader(ctx context.Context) (MessageType, io.Reader, error) {
 	}
 	defer func() { <-c.readSema }()
 	stop := c.watchRead(ctx)
-	c.rd.collect = false
-	err := c.beginMessage()
+	err := c.beginMessage(false, 0)
 	if causedByContext(ctx, stop(), err) {
 		return 0, nil, c.interrupted(ctx)
 	}
@@ -178,12 +184,15 @@ func (c *Conn) interrupted(ctx context.Context) error {
 }
 
 // beginMessage skips what is left of an unfinished message, then reads up
-// to the first frame of the next data message.
-func (c *Conn) beginMessage() error {
+// to the first frame of the next data message. collect tells whether that
+// message is read whole (Read, ReadInto, with a buffer of dstCap bytes) or
+// streamed (Reader).
+func (c *Conn) beginMessage(collect bool, dstCap int64) error {
 	if c.finished() {
 		return c.closedErr()
 	}
 	rd := &c.rd
+	rd.collect, rd.dstCap = false, 0 // a message being skipped is streamed
 	if rd.inMessage {
 		if _, err := io.Copy(io.Discard, &rd.mr); err != nil {
 			return err
@@ -206,6 +215,7 @@ func (c *Conn) beginMessage() error {
 	rd.compressed = h.rsv1
 	rd.total = 0
 	rd.utf8.reset()
+	rd.collect, rd.dstCap = collect, dstCap
 	rd.inMessage = true
 	rd.gen++
 	rd.mr = messageReader{c: c, raw: payloadReader{c: c}}
