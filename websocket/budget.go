@@ -44,19 +44,25 @@ const minDefaultBudgetBytes = 4 << 20
 // streams without buffering and does not use the budget.
 //
 // When the budget is spent, a read that needs more stops reading from its
-// socket (TCP then slows the sender down) and waits, in order of how much
-// each waiting message already holds, largest first, so that the messages
-// closest to completion finish and give their memory back. A message that
-// can never fit, because it is larger than the whole budget, is refused at
-// once with 1009 Message Too Big: no amount of waiting would help. A
-// message that waited MemoryBudgetMaxWait in vain is refused with 1013 Try
-// Again Later and a retry-after= hint of 1 to 2 s (jittered, so refused
-// clients do not come back together): the server is not refusing the
-// message, only the moment, and a client that retries later will likely
-// succeed. If every byte of the budget is held by messages that are all
-// waiting for more, none can ever finish; the budget then refuses the
-// waiters holding least (1013 as well) until the one holding most can go
-// on, rather than let all of them wait out MemoryBudgetMaxWait.
+// socket (TCP then slows the sender down) and waits. Waiting reads are
+// served in order of how much their message already holds, largest first,
+// then in order of arrival: the messages closest to completion finish and
+// give their memory back first. A message that can never fit, because it
+// is larger than the whole budget, is refused at once with 1009 Message Too
+// Big: no amount of waiting would help. A message that waited
+// MemoryBudgetMaxWait in vain is refused with 1013 Try Again Later and a
+// retry-after= hint of 1 to 2 s (jittered, so that refused clients do not
+// come back together): the server is not refusing the message, only the
+// moment, and a client that retries later will likely succeed.
+//
+// Messages that each hold part of the budget and all wait for more would
+// otherwise wait for each other until MemoryBudgetMaxWait. When every byte
+// in use belongs to a waiting read, the one holding most is let through
+// beyond the limit instead; the others go on waiting until it has finished
+// and released its memory. So the budget can be exceeded, only then and by
+// one message at a time: by at most that message's size, which is no more
+// than the read limit plus one byte and never more than the budget itself.
+// Stats reports how often (Overdrafts) and the resulting Peak.
 //
 // The zero value is not usable; create budgets with NewMemoryBudget. A
 // budget's size is fixed at creation and it is safe for concurrent use.
@@ -73,14 +79,15 @@ type MemoryBudget struct {
 	waits       uint64
 	tooBig      uint64
 	tryLater    uint64
-	preempted   uint64
+	overdrafts  uint64
 }
 
 // MemoryBudgetStats is a snapshot of a MemoryBudget's use, for metrics.
 type MemoryBudgetStats struct {
 	// Limit is the budget's size in bytes.
 	Limit int64
-	// InUse is the memory counted now, in bytes.
+	// InUse is the memory counted now, in bytes. It exceeds Limit only
+	// while a deadlock is being broken (see Overdrafts).
 	InUse int64
 	// Peak is the largest InUse seen since the budget was created.
 	Peak int64
@@ -91,22 +98,22 @@ type MemoryBudgetStats struct {
 	// RefusedTooBig counts messages refused with 1009 Message Too Big
 	// because they were larger than the whole budget.
 	RefusedTooBig uint64
-	// RefusedTryLater counts messages refused with 1013 Try Again Later:
-	// those that waited MemoryBudgetMaxWait in vain and those refused to
-	// break a deadlock (Preempted).
+	// RefusedTryLater counts messages refused with 1013 Try Again Later
+	// because they waited MemoryBudgetMaxWait in vain.
 	RefusedTryLater uint64
-	// Preempted counts the part of RefusedTryLater refused at once because
-	// every byte of the budget was held by messages all waiting for more.
-	Preempted uint64
+	// Overdrafts counts the times the budget let a message grow past the
+	// limit because every message holding part of it was waiting for more.
+	Overdrafts uint64
 }
 
 // NewMemoryBudget returns a budget of the given size in bytes, to share
 // between Conns through AcceptOptions.MemoryBudget or
 // DialOptions.MemoryBudget. Size it to the memory the process can spare for
 // messages in flight: peak heap use for messages can reach about twice the
-// budget, since a buffer that grows leaves its old copy to the garbage
-// collector. A size of 0 or less allows no buffer past BudgetFreeBytes, so
-// larger messages can only be read with Reader.
+// budget (plus one message, see above), since chunks wait in pools and a
+// message's final copy exists next to its chunks for a moment, until the
+// garbage collector runs. A size of 0 or less allows no buffer past
+// BudgetFreeBytes, so larger messages can only be read with Reader.
 func NewMemoryBudget(bytes int64) *MemoryBudget {
 	return &MemoryBudget{limit: max(bytes, 0), maxWait: MemoryBudgetMaxWait}
 }
@@ -151,7 +158,7 @@ func (b *MemoryBudget) Stats() MemoryBudgetStats {
 		Waits:           b.waits,
 		RefusedTooBig:   b.tooBig,
 		RefusedTryLater: b.tryLater,
-		Preempted:       b.preempted,
+		Overdrafts:      b.overdrafts,
 	}
 }
 
@@ -159,9 +166,6 @@ func (b *MemoryBudget) Stats() MemoryBudgetStats {
 var (
 	// errBudgetTimeout: the wait reached maxWait (1013).
 	errBudgetTimeout = errors.New("websocket: no room in the memory budget for messages")
-	// errBudgetPreempted: refused to break a deadlock (1013). The budget
-	// has already taken back what the waiter held.
-	errBudgetPreempted = errors.New("websocket: memory budget for messages exhausted by messages all waiting for more")
 )
 
 // budgetWaiter is a read waiting for room.
@@ -216,9 +220,7 @@ func (b *MemoryBudget) refuseTooBig() {
 // acquire adds want bytes to a message that holds held bytes of the budget
 // already, waiting while there is no room. held+want must fit (see fits).
 // It gives up when ctx ends (returning ctx's error), when done is closed
-// (returning errConnDone), after maxWait (errBudgetTimeout), or when
-// refused to break a deadlock (errBudgetPreempted, after which the message
-// holds nothing).
+// (returning errConnDone), or after maxWait (errBudgetTimeout).
 func (b *MemoryBudget) acquire(ctx context.Context, done <-chan struct{}, held, want int64) error {
 	b.mu.Lock()
 	if len(b.waiters) == 0 && b.limit-b.inUse >= want {
@@ -283,41 +285,21 @@ func (b *MemoryBudget) release(n int64) {
 }
 
 // dispatchLocked grants waiters in order while they fit. When the first
-// does not fit and every byte in use belongs to a waiter, nothing can ever
-// be released: it refuses the waiters holding least until the first fits.
+// does not fit and every byte in use belongs to a waiter, nothing would
+// ever be released: the first, holding most, is granted anyway.
 func (b *MemoryBudget) dispatchLocked() {
 	for len(b.waiters) > 0 {
 		head := b.waiters[0]
-		if b.limit-b.inUse >= head.want {
-			heap.Pop(&b.waiters)
-			b.waitingHeld -= head.held
-			b.takeLocked(head.want)
-			head.ready <- nil
-			continue
-		}
-		if b.inUse > b.waitingHeld {
-			return // a message not waiting will finish or fail, and release
-		}
-		victim := -1
-		for i, w := range b.waiters {
-			if i == 0 || w.held == 0 {
-				continue // the head goes on; a waiter holding nothing frees nothing
+		if b.limit-b.inUse < head.want {
+			if b.inUse > b.waitingHeld {
+				return // a message not waiting will finish or fail, and release
 			}
-			if victim < 0 || b.waiters.Less(victim, i) {
-				victim = i
-			}
+			b.overdrafts++
 		}
-		if victim < 0 {
-			// Unreachable: the head fits once it is the only holder.
-			return
-		}
-		w := b.waiters[victim]
-		heap.Remove(&b.waiters, victim)
-		b.waitingHeld -= w.held
-		b.inUse -= w.held
-		b.tryLater++
-		b.preempted++
-		w.ready <- errBudgetPreempted
+		heap.Pop(&b.waiters)
+		b.waitingHeld -= head.held
+		b.takeLocked(head.want)
+		head.ready <- nil
 	}
 }
 

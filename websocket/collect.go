@@ -260,9 +260,6 @@ func (c *Conn) account(ctx context.Context, owned int64) error {
 // result.
 func (c *Conn) budgetFailed(err error) error {
 	switch err {
-	case errBudgetPreempted:
-		c.rd.held = 0 // the budget took it back already
-		fallthrough
 	case errBudgetTimeout:
 		return c.readFailed(&protocolError{
 			code:   closecode.TryAgainLater,

@@ -40,10 +40,11 @@
 //     waits, at most MemoryBudgetMaxWait (5 s) and no longer than its
 //     read's context; then it is refused with 1013 Try Again Later and a
 //     retry-after= hint. A message larger than the whole budget is refused
-//     with 1009 at once. Peak heap for messages can reach about twice the
-//     budget (chunks go back to pools, grown buffers to the garbage
-//     collector). See MemoryBudget for the order of waiting and how
-//     deadlocks are broken.
+//     with 1009 at once. When all messages holding part of the budget wait
+//     for more, the one holding most goes on past it: the budget is then
+//     exceeded by at most one message (see MemoryBudget). Peak heap for
+//     messages can reach about twice that (chunks wait in pools, copies
+//     for the garbage collector).
 //   - Control frames are read into a fixed 125-byte buffer.
 //   - Between messages a Conn holds no read buffer (on plain sockets) and
 //     nothing of the last message: pooled chunks are freed by the garbage

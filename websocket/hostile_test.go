@@ -351,7 +351,7 @@ func TestFrameLengthArithmetic(t *testing.T) {
 				if r := <-res; CloseStatus(r.err) != tt.want {
 					t.Fatalf("Read = %v, want %d", r.err, tt.want)
 				}
-				if d := time.Since(start); d > 2*time.Second {
+				if d := time.Since(start); d > 4*time.Second {
 					t.Fatalf("refused after %v: not at once", d)
 				}
 				return
@@ -465,38 +465,29 @@ func deflateBomb(t *testing.T, n int) []byte {
 	return bytes.TrimSuffix(bytes.Repeat(one, n), deflateTail[:])
 }
 
+// honestDeadline is the longest an honest client's round trip may take
+// during an attack (the race detector slows everything down).
+var honestDeadline = map[bool]time.Duration{false: 2 * time.Second, true: 5 * time.Second}[raceEnabled]
+
 // TestDeflateBombs: many connections each send a small compressed message
 // that inflates past the read limit. Budget peak, heap peak and the honest
 // client's round trips are measured while they run.
 func TestDeflateBombs(t *testing.T) {
-	tests := []struct {
-		name    string
-		bombs   int
-		limit   int64
-		budget  int64
-		onlyBig bool // every bomb must end with 1009 (else 1013 is allowed)
-	}{
-		// Fewer bombs than the budget holds at half their limit: they
-		// wait for each other, but never all at once, so each ends at
-		// the read limit.
-		{"7 bombs, 16 MiB limit", 7, 16 * mib, 64 * mib, true},
-		// Far more than the budget holds: bombs holding part of the
-		// budget all wait for more, and the budget refuses the smallest
-		// holders with 1013 so that the others can go on to 1009.
-		{"20 bombs, default limit", 20, 0, 64 * mib, false},
-		{"50 bombs, default limit", 50, 0, 64 * mib, false},
+	type attack struct {
+		name   string
+		bombs  int
+		limit  int64
+		budget int64
+	}
+	// The budget holds two bombs at their limit: bombs holding part of it
+	// wait for each other, until, all waiting, the one holding most is
+	// let past the limit, reaches it, and is refused.
+	tests := []attack{
+		{"20 bombs, default limit", 20, 0, 64 * mib},
+		{"50 bombs, default limit", 50, 0, 64 * mib},
 	}
 	if raceEnabled { // the race detector makes inflating some 20 times slower
-		tests = []struct {
-			name    string
-			bombs   int
-			limit   int64
-			budget  int64
-			onlyBig bool
-		}{
-			{"7 bombs, 2 MiB limit", 7, 2 * mib, 8 * mib, true},
-			{"20 bombs, 4 MiB limit", 20, 4 * mib, 16 * mib, false},
-		}
+		tests = []attack{{"20 bombs, 4 MiB limit", 20, 4 * mib, 16 * mib}}
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -586,7 +577,7 @@ func TestDeflateBombs(t *testing.T) {
 					break
 				}
 				start := time.Now()
-				rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
+				rctx, rcancel := context.WithTimeout(ctx, honestDeadline)
 				err := honest.Write(rctx, MessageText, msg)
 				var p []byte
 				if err == nil {
@@ -612,19 +603,21 @@ func TestDeflateBombs(t *testing.T) {
 			}
 			s := budget.Stats()
 			heapGrew := peakHeap.Load() - base
-			t.Logf("%d bombs of %d KiB inflating past %d MiB, budget %d MiB: close codes %v; budget peak %d MiB, %d waits, %d refused 1009, %d refused 1013 (%d preempted); heap in use peak +%d MiB; honest client: %d round trips during the attack, worst %v",
-				tt.bombs, len(bomb)>>10, limit>>20, tt.budget>>20, tally, s.Peak>>20, s.Waits, s.RefusedTooBig, s.RefusedTryLater, s.Preempted, heapGrew>>20, during, worst.Round(time.Millisecond))
-			if tally[1009]+tally[1013] != tt.bombs || tt.onlyBig && tally[1009] != tt.bombs {
-				t.Errorf("close codes %v, want every bomb refused with 1009 (or 1013 under pressure: %v)", tally, !tt.onlyBig)
+			t.Logf("%d bombs of %d KiB inflating past %d MiB, budget %d MiB: close codes %v; budget peak %d MiB, %d waits, %d refused 1009, %d refused 1013, %d overdrafts; heap in use peak +%d MiB; honest client: %d round trips during the attack, worst %v",
+				tt.bombs, len(bomb)>>10, limit>>20, tt.budget>>20, tally, s.Peak>>20, s.Waits, s.RefusedTooBig, s.RefusedTryLater, s.Overdrafts, heapGrew>>20, during, worst.Round(time.Millisecond))
+			if tally[1009] != tt.bombs {
+				t.Errorf("close codes %v, want every bomb refused with 1009", tally)
 			}
-			if s.Peak > tt.budget {
-				t.Errorf("budget peak %d over the budget %d", s.Peak, tt.budget)
+			// The budget is exceeded only to break a deadlock, by one
+			// message: at most the read limit plus one byte.
+			if s.Peak > tt.budget+limit+1 {
+				t.Errorf("budget peak %d MiB, want at most the budget (%d MiB) plus one message (%d MiB)", s.Peak>>20, tt.budget>>20, limit>>20)
 			}
-			// Slack: buffers given back to pools and the garbage growing
-			// messages leave until the next collection can double the
-			// budget; decompressors and connections add a few MiB.
-			if slack := tt.budget + 32*mib; heapGrew > tt.budget+slack {
-				t.Errorf("heap in use grew by %d MiB, want at most the budget (%d MiB) plus %d MiB", heapGrew>>20, tt.budget>>20, slack>>20)
+			// Heap slack: chunks given back to pools and the garbage of
+			// final copies last until the next collection, up to as much
+			// again; decompressors and connections add a few MiB.
+			if bound := 2*(tt.budget+limit) + 16*mib; heapGrew > bound {
+				t.Errorf("heap in use grew by %d MiB, want at most %d MiB (twice the budget plus one message, plus 16 MiB)", heapGrew>>20, bound>>20)
 			}
 			if s.InUse != 0 {
 				t.Errorf("budget still counts %d bytes after the attack", s.InUse)
@@ -672,8 +665,10 @@ func TestBudgetTakesTurns(t *testing.T) {
 	}
 	s := budget.Stats()
 	t.Logf("3 messages of 2 MiB through a 4 MiB budget: %+v", s)
-	if s.Waits == 0 || s.RefusedTryLater != 0 || s.RefusedTooBig != 0 || s.Peak > 4<<20 || s.InUse != 0 {
-		t.Fatalf("stats %+v: want waits, no refusal, peak within 4 MiB, nothing left", s)
+	// All three may hold part of the budget and wait: one of them then
+	// goes on past it (Overdrafts), by at most its own size.
+	if s.Waits == 0 || s.RefusedTryLater != 0 || s.RefusedTooBig != 0 || s.Peak > 4<<20+size || s.InUse != 0 {
+		t.Fatalf("stats %+v: want waits, no refusal, peak within 4 MiB plus one message, nothing left", s)
 	}
 }
 
@@ -693,8 +688,8 @@ func TestBudgetRefusals(t *testing.T) {
 		if code, reason := peer.readClose(); code != int(closecode.MessageTooBig) {
 			t.Fatalf("peer got %d %q, want 1009", code, reason)
 		}
-		if d := time.Since(start); d > time.Second {
-			t.Fatalf("refused after %v, want at once", d)
+		if d := time.Since(start); d > 3*time.Second {
+			t.Fatalf("refused after %v, want at once (no payload ever comes)", d)
 		}
 		if err := <-res; CloseStatus(err) != closecode.MessageTooBig {
 			t.Fatalf("Read = %v", err)
@@ -768,14 +763,14 @@ func TestBudgetRefusals(t *testing.T) {
 		if err := <-bRes; CloseStatus(err) != closecode.TryAgainLater {
 			t.Fatalf("B's Read = %v", err)
 		}
-		if waited > 2*time.Second {
+		if waited > 4*time.Second {
 			t.Fatalf("B refused after %v, want after the 300 ms wait", waited)
 		}
 		a.nc.Write(maskedPayload(pattern(200 << 10)))
 		if err := <-aRes; err != nil {
 			t.Fatalf("A's Read = %v", err)
 		}
-		if s := budget.Stats(); s.RefusedTryLater != 1 || s.Preempted != 0 || s.InUse != 0 || s.Peak > 1<<20 {
+		if s := budget.Stats(); s.RefusedTryLater != 1 || s.Overdrafts != 0 || s.InUse != 0 || s.Peak > 1<<20 {
 			t.Fatalf("stats %+v", s)
 		}
 	})
