@@ -66,6 +66,9 @@ func (c *Conn) collectMessage(ctx context.Context, dst []byte) (MessageType, []b
 		}
 	}
 	p := c.assemble()
+	if rd.hold { // ReadHeld: the caller releases the budget
+		rd.kept, rd.held = rd.held, 0
+	}
 	c.dropMessage() // delivered: the slice is the caller's now
 	return rd.msgType, p, nil
 }

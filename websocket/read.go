@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -40,6 +41,8 @@ type readState struct {
 	stored  int64   // bytes in chunks and cur
 	owned   int64   // bytes of the buffers the Conn allocated for the message
 	held    int64   // of owned, counted in the memory budget
+	hold    bool    // ReadHeld: on delivery, keep held counted (as kept)
+	kept    int64   // held bytes handed over to ReadHeld's caller
 	probe   [1]byte
 
 	ctrl [maxControlPayload]byte
@@ -74,11 +77,41 @@ func (c *Conn) ReadInto(ctx context.Context, buf []byte) (MessageType, []byte, e
 	return c.read(ctx, buf[:0])
 }
 
+// ReadHeld is ReadInto for a message the application keeps for a while
+// after reading it — an echo being written back, a message queued for
+// other connections: a message that did not fit in buf stays counted in
+// the Conn's MemoryBudget until release is called, so the budget bounds
+// that memory too and other reads wait (their peers pushed back by TCP)
+// instead of allocating more. Call release when the message is no longer
+// needed (later calls do nothing); release is never nil, also on error. A
+// message read into buf, or within BudgetFreeBytes, counts nothing.
+func (c *Conn) ReadHeld(ctx context.Context, buf []byte) (typ MessageType, p []byte, release func(), err error) {
+	var kept int64
+	typ, p, err = c.readWith(ctx, buf[:0], func() {
+		kept, c.rd.kept = c.rd.kept, 0
+	})
+	if kept == 0 {
+		return typ, p, func() {}, err
+	}
+	var once sync.Once
+	return typ, p, func() { once.Do(func() { c.budget.release(kept) }) }, err
+}
+
 func (c *Conn) read(ctx context.Context, dst []byte) (MessageType, []byte, error) {
+	return c.readWith(ctx, dst, nil)
+}
+
+// readWith reads one message; with take set, the message's budget is kept
+// on delivery (rd.kept) and take runs, under the read lock, to claim it.
+func (c *Conn) readWith(ctx context.Context, dst []byte, take func()) (MessageType, []byte, error) {
 	if err := c.acquire(ctx, c.readSema); err != nil {
 		return 0, nil, err
 	}
 	defer func() { <-c.readSema }()
+	if take != nil {
+		c.rd.hold = true
+		defer func() { c.rd.hold = false; take() }()
+	}
 	stop := c.watchRead(ctx)
 	typ, p, err := c.readMessage(ctx, dst)
 	if causedByContext(ctx, stop(), err) {

@@ -254,16 +254,22 @@ func (s *Server) acceptOptions() *websocket.AcceptOptions {
 
 // serveEcho sends every message back to its sender. It reuses one read
 // buffer of at most maxKeptEchoBuffer; a larger message is read into a
-// buffer of its own and let go once echoed.
+// buffer of its own, stays counted in the websocket memory budget until it
+// has been written back (ReadHeld), and is let go then — so concurrent
+// large echoes cannot hold more than the budget, and an idle connection
+// never holds a big buffer.
 func (s *Server) serveEcho(ctx context.Context, c *websocket.Conn) {
 	var buf []byte
 	for {
-		typ, msg, err := c.ReadInto(ctx, buf)
+		typ, msg, release, err := c.ReadHeld(ctx, buf)
 		if err != nil {
+			release()
 			s.logEnd("echo", c, err)
 			return
 		}
-		if err := c.Write(ctx, typ, msg); err != nil {
+		err = c.Write(ctx, typ, msg)
+		release()
+		if err != nil {
 			return
 		}
 		if cap(msg) <= maxKeptEchoBuffer {
