@@ -44,7 +44,10 @@
 //     for more, the one holding most goes on past it: the budget is then
 //     exceeded by at most one message (see MemoryBudget). Peak heap for
 //     messages can reach about twice that (chunks wait in pools, copies
-//     for the garbage collector).
+//     for the garbage collector), and with the default GOGC a process's
+//     RSS under a flood of large messages 2.5–3 × the budget; GOMEMLIMIT
+//     caps it (see NewMemoryBudget). ReadHeld keeps a delivered message
+//     counted until the application lets it go (an echo, a queue).
 //   - Control frames are read into a fixed 125-byte buffer.
 //   - Between messages a Conn holds no read buffer (on plain sockets) and
 //     nothing of the last message: pooled chunks are freed by the garbage
