@@ -186,22 +186,51 @@ func (a *clusterAdvisor) Advise(r shed.AdviceRequest) shed.Advice {
 }
 
 // drainTurn waits for the cluster's drain turn, within TurnWait and ctx.
-// Without it the node drains anyway: nil turn.
+// Without it the node drains anyway: nil turn. A node that no other node
+// could take clients from (every other one is draining, stale or gone:
+// the whole cluster is stopping) does not wait.
 func (s *Server) drainTurn(ctx context.Context, progress io.Writer) *cluster.DrainTurn {
 	cc := s.cfg.Cluster
 	tctx, cancel := context.WithTimeout(ctx, cc.TurnWait)
 	defer cancel()
+	var alone atomic.Bool
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		_, err := s.node.WaitView(tctx, func(v cluster.View) bool { return othersServing(v) == 0 })
+		if err == nil {
+			alone.Store(true)
+			cancel()
+		}
+	}()
+	defer func() { cancel(); <-watched }()
 	start := time.Now()
 	fmt.Fprintf(progress, "draining: waiting for the cluster's drain turn (at most %s)\n", roundDur(cc.TurnWait))
 	turn, err := s.node.AcquireDrainTurn(tctx, cluster.DrainTurnOptions{MinServing: cc.MinServing})
 	if err != nil {
 		s.node.SetDraining(true)
-		fmt.Fprintf(progress, "draining without the drain turn: %v\n", err)
+		if alone.Load() {
+			fmt.Fprintf(progress, "draining: no other node serves, so there is no turn to wait for\n")
+		} else {
+			fmt.Fprintf(progress, "draining without the drain turn: %v\n", err)
+		}
 		return nil
 	}
 	s.turnHeld.Store(true)
 	fmt.Fprintf(progress, "draining: took the drain turn after %s\n", roundDur(time.Since(start)))
 	return turn
+}
+
+// othersServing counts the members other than this one that are live and
+// not draining: those a drain could move clients to.
+func othersServing(v cluster.View) int {
+	n := 0
+	for _, m := range v.Members {
+		if !m.Self && !m.Stale && !m.Load.Draining {
+			n++
+		}
+	}
+	return n
 }
 
 // releaseTurn gives the turn to the next node.

@@ -392,6 +392,21 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
+// DrainBudget is the longest Shutdown can take by the configuration: the
+// wait for the drain turn and for room on the other nodes (in a cluster),
+// DrainDelay, and the longest drain window. A context that ends sooner
+// cuts the drain short (what is left is force-closed).
+func (s *Server) DrainBudget() time.Duration {
+	d := s.cfg.DrainDelay
+	if cc := s.cfg.Cluster; cc != nil {
+		return d + cc.TurnWait + cc.ShortfallWait + cc.Plan.MaxWindow
+	}
+	if s.cfg.Shed.DrainWindow > 0 {
+		return d + s.cfg.Shed.DrainWindow
+	}
+	return d + shed.DefaultDrainWindow
+}
+
 // Close stops the server at once: every connection is dropped without a
 // close handshake. Tests and error paths use it; Shutdown is the graceful
 // way.
