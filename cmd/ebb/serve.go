@@ -100,10 +100,11 @@ a message is limited by --read-limit and by the process-wide message memory
 budget, and a /broadcast member more than --broadcast-queue bytes behind is
 closed with 1013 (it may reconnect at once).
 
-On SIGINT or SIGTERM /healthz answers 503 at once, and after --drain-delay
-(give your load balancer's health-check interval times its fall count) the
-server stops admitting, closes every connection with 1012 Service Restart
-(or --drain-code 1001) spread over --drain-window, each with its own retry
+On SIGINT or SIGTERM /healthz answers 503 at once (in a cluster, once the
+node has its turn to drain), and after --drain-delay (give your load
+balancer's health-check interval times its fall count) the server stops
+admitting, closes every connection with 1012 Service Restart (or
+--drain-code 1001) spread over --drain-window, each with its own retry
 hint, and exits when they are gone. While it drains it keeps its listener
 open: new clients are refused (1013 with a hint, or 503 with --drain-503)
 and /metrics keeps answering.
@@ -175,7 +176,7 @@ on (--max-pending 0 and --no-pacing turn them off).`,
 	f.BoolVar(&o.shedding, "shed", false, "close a fraction of connections with 1013 while pressure stays high")
 	f.Float64Var(&o.shedFraction, "shed-fraction", 0.05, "largest share of connections shed per interval, in (0, 1]")
 	f.DurationVar(&o.shedInterval, "shed-interval", time.Second, "how long pressure must stay high, and the time between shedding rounds")
-	f.DurationVar(&o.drainWindow, "drain-window", shed.DefaultDrainWindow, "on SIGINT/SIGTERM, spread the closing of connections over this long")
+	f.DurationVar(&o.drainWindow, "drain-window", shed.DefaultDrainWindow, "on SIGINT/SIGTERM, spread the closing of connections over this long (with --cluster: at most this long, 5m unless set; the cluster's plan decides)")
 	f.IntVar(&o.drainCode, "drain-code", int(closecode.ServiceRestart), "close code for draining: 1012 (restart, come back soon) or 1001 (going away)")
 	f.DurationVar(&o.drainHint, "drain-hint", shed.DefaultDrainHint, "retry hint sent while draining, before jitter")
 	f.BoolVar(&o.drain503, "drain-503", false, "while draining, refuse new upgrades with HTTP 503 instead of upgrade-then-close")

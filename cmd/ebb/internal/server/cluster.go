@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -146,18 +147,42 @@ const maxHeavyIPs = 256
 type clusterAdvisor struct {
 	s    *Server
 	node atomic.Pointer[cluster.Node]
+
+	// The view, summed up, until it changes (a report, a member joining,
+	// leaving or going stale): a decision then costs no copy of the view.
+	// shed calls one at a time (under its lock); mu is for other callers.
+	mu       sync.Mutex
+	changed  <-chan struct{}
+	view     cluster.View
+	prepared cluster.Prepared
 }
 
-// Advise reads the node's view (a copy of the member list; no network)
-// and decides as cluster.Advise does, with this node's load as shed sees
-// it now, fresher than its last report.
+// current returns the view and its sums, read again if it has changed.
+func (a *clusterAdvisor) current(n *cluster.Node) (cluster.View, cluster.Prepared) {
+	if a.changed != nil {
+		select {
+		case <-a.changed:
+		default:
+			return a.view, a.prepared
+		}
+	}
+	a.changed = n.Changed() // before the view: a change after it is not lost
+	a.view = n.View()
+	a.prepared = cluster.Prepare(a.view, a.s.cfg.Cluster.Policy)
+	return a.view, a.prepared
+}
+
+// Advise decides as cluster.Advise does, from the node's view and this
+// node's load as shed sees it now, fresher than its last report.
 func (a *clusterAdvisor) Advise(r shed.AdviceRequest) shed.Advice {
 	n := a.node.Load()
 	if n == nil {
 		return shed.Advice{}
 	}
 	cc := a.s.cfg.Cluster
-	v := n.View()
+	a.mu.Lock()
+	v, prepared := a.current(n)
+	a.mu.Unlock()
 	if cc.PerIP && r.MaxConnsPerIP > 0 && r.ClientIP.IsValid() {
 		total := r.IPConns + v.IPConns(r.ClientIP.String())
 		if total >= r.MaxConnsPerIP {
@@ -166,14 +191,14 @@ func (a *clusterAdvisor) Advise(r shed.AdviceRequest) shed.Advice {
 			return shed.Advice{Verdict: shed.VerdictAddrFull, Hint: hint, Text: "too many connections from your address in the cluster"}
 		}
 	}
-	adv := cluster.Advise(v, cluster.Load{
+	adv := prepared.Advise(cluster.Load{
 		Conns:    r.Conns,
 		Limit:    r.MaxConns,
 		Rate:     r.Rate,
 		Demand:   r.Demand,
 		Pressure: r.Pressure,
 		Draining: a.s.healthDown.Load(),
-	}, cc.Policy)
+	})
 	switch adv.Verdict {
 	case cluster.NodeFull:
 		return shed.Advice{Verdict: shed.VerdictNodeFull, Hint: adv.Hint, Text: adv.Reason}
