@@ -271,9 +271,15 @@ func gapNext(g *cluster.GapError) uint64 {
 	return g.Oldest
 }
 
+// sendGap tells a resuming client that from … next-1 are gone. When next
+// is not past from, the client asked for a number this history never gave
+// out (its numbering was reset, or the client's came from elsewhere): no
+// "!gap" then; the "!live <next>" that follows, at or below what the
+// client has, tells it the numbering restarted (RESUME.md as the clients
+// read it).
 func (h *hub) sendGap(ctx context.Context, m *member, from, next uint64) error {
 	h.gaps.Add(1)
-	if !m.resume {
+	if !m.resume || next <= from {
 		return nil // a plain client was promised nothing
 	}
 	return h.write(ctx, m, websocket.MessageText, gapFrame(from, next))

@@ -8,9 +8,10 @@ import (
 )
 
 // The resume protocol v1 on /broadcast, server side. This mirrors the
-// agreed wire format (notes/RESUME.md in the project's working notes; the
-// library's reconnect package will carry the shared codec, and this file
-// will then use it):
+// agreed wire format (notes/RESUME.md in the project's working notes) and
+// the clients' reading of it; the library's reconnect package carries the
+// shared codec (reconnect.AppendResumeData, ParseResumeFrom, …), which
+// this file should use once both are on one branch:
 //
 //   - the client offers the subprotocol ResumeProtocol and, to resume,
 //     the query parameter from=<N>, the first sequence it wants (a decimal
@@ -18,9 +19,11 @@ import (
 //   - data: the original frame type; payload = decimal sequence, "\n",
 //     the original payload (text stays UTF-8);
 //   - control, text frames starting with "!": "!gap <from> <next>" (the
-//     history no longer holds from…next-1; delivery goes on at next) and
-//     "!live <next>" (once: everything asked for before next has been
-//     delivered; live from here).
+//     history no longer holds from…next-1; delivery goes on at next;
+//     always from < next) and "!live <next>" (once: everything asked for
+//     before next has been delivered; live from here). A "!live" at or
+//     below the client's from says the numbering restarted (a history that
+//     was reset): the clients (reconnect, ebb.js) report it as a reset.
 //
 // A client that does not offer the subprotocol gets plain messages.
 
@@ -57,9 +60,9 @@ func parseFrom(r *http.Request) (uint64, error) {
 		return 0, fmt.Errorf("from is given %d times: want it once", len(vs))
 	}
 	v := vs[0]
-	n, err := strconv.ParseUint(v, 10, 64)
-	if err != nil || n == 0 || v[0] == '+' {
-		return 0, fmt.Errorf("from=%.40q: want the decimal sequence number (1 or more) of the first broadcast wanted, the last one received plus 1", v)
+	n, err := strconv.ParseUint(v, 10, 64) // no sign, no "_"
+	if err != nil || n == 0 || v[0] == '0' {
+		return 0, fmt.Errorf("from=%.40q: want the decimal sequence number (1 or more, no leading zeros) of the first broadcast wanted, the last one received plus 1", v)
 	}
 	return n, nil
 }
