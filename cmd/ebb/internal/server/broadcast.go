@@ -18,8 +18,12 @@ import (
 // BroadcastLimits bound what /broadcast holds: the history it resumes
 // from (without a cluster; a cluster's is ClusterConfig.Options.History)
 // and what one member can make the server hold. Messages are shared by
-// every member, so the memory they take is the history's, however many
-// members there are; a member adds a cursor and its own backlog bound.
+// every member, so without a cluster they take at most the history's
+// bytes plus MaxQueueBytes (a message past the history's bound stays
+// while a member that is not too far behind still has to get it),
+// however many members there are. In a cluster, the node keeps its cache
+// of the newest messages (History.CacheBytes) and each member's queue
+// references them (at most MaxQueueBytes each).
 type BroadcastLimits struct {
 	// MaxQueueBytes is how many bytes of messages a member may lag behind
 	// the live broadcast (default DefaultBroadcastQueueBytes). A member
