@@ -57,7 +57,7 @@
 //     max(2, P/4) (MaxPendingPerIP) slow requests gets a 503 at once, and
 //     its slow connections give their places to newcomers from other
 //     addresses (after 250 ms, or at once to a newcomer whose request is
-//     complete within 25 ms of its connection);
+//     complete within 100 ms of its connection);
 //   - idle keep-alive connections: none of the P places; at most
 //     max(64, P) (MaxIdle), each kept 30 s (IdleTimeout), less as places
 //     fill.
@@ -125,7 +125,7 @@
 // past the header time; answered 408, or 503 with a retry hint when the
 // time was cut short by contended places), evicted (slow request headers
 // whose place went to a newcomer from another address; 503), probation (a
-// connection on probation whose request head was not in within 25 ms;
+// connection on probation whose request head was not in within 100 ms;
 // 503), idle_timeout, idle_limit (MaxIdle others were idle), or no_place
 // (a request on a kept-alive or probation connection found no place
 // within PendingWait). Codes outside the wire ranges are counted under

@@ -627,7 +627,7 @@ func TestPendingFairShare(t *testing.T) {
 	if err != nil {
 		t.Fatalf("other address with every place held: %v", err)
 	}
-	t.Logf("other address admitted after %v (probation 25ms, grace %v)", d, DefaultMinHeaderTimeout/4)
+	t.Logf("other address admitted after %v (probation 100ms, grace %v)", d, DefaultMinHeaderTimeout/4)
 	if d > DefaultMinHeaderTimeout {
 		t.Errorf("other address waited %v, want at most the grace time", d)
 	}

@@ -235,14 +235,14 @@ type Listener struct {
 //     loop.
 //   - Probation. While every place is taken and at least half are held by
 //     connections that have been sending their request for more than
-//     25 ms, a new connection is handed to the server on probation,
+//     100 ms, a new connection is handed to the server on probation,
 //     without a place (at most P at a time): if its whole request head is
-//     in within 25 ms, as an honest client's is (it sends it right behind
+//     in within 100 ms, as an honest client's is (it sends it right behind
 //     the TCP handshake), it takes the place of the connection from
 //     another address that has been sending its request the longest
 //     (reason="evicted" for that one, answered with the same 503); if
 //     not, it gets the 503 (reason="probation"). So slow connections from many addresses are
-//     worked through at P per 25 ms instead of holding up the honest
+//     worked through at P per 100 ms instead of holding up the honest
 //     clients queued behind them in the listen queue. Otherwise, a new
 //     connection takes the place of a connection from another address
 //     that has been sending its request for G or more, or waits up to
@@ -261,9 +261,9 @@ type Listener struct {
 // So, with N connections an attacker holds: from one address, at most P
 // places while nobody else needs them, each for at most F once they are
 // all taken; its further connections are answered 503 at once, and each
-// honest newcomer from elsewhere takes one of its places within 25 ms.
+// honest newcomer from elsewhere takes one of its places within 100 ms.
 // From many addresses, each connection holds a place for at most F, and
-// honest newcomers get through at about P per 25 ms, ahead of the slow
+// honest newcomers get through at about P per 100 ms, ahead of the slow
 // ones. The server runs at most P goroutines for pending connections, P
 // for those on probation, and MaxIdle for idle ones; the rest wait in the
 // listen queue or are refused. In the package's tests (hostile_test.go),

@@ -128,7 +128,7 @@ type Stats struct {
 	// (from the slowest) as soon as its request head is in.
 	Probation uint64
 	// ProbationTimeouts counts connections on probation answered 503 and
-	// closed because their request head was not in within 25 ms.
+	// closed because their request head was not in within 100 ms.
 	ProbationTimeouts uint64
 	// IdleTimeouts counts idle keep-alive connections closed after the
 	// idle time (ListenerOptions.IdleTimeout, shrinking as places fill).

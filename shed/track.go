@@ -39,8 +39,11 @@ const (
 // probation is how long a connection accepted on probation has to send
 // its whole request head. An honest client sends it right behind the TCP
 // handshake, so it is in the socket before the server reads; a slow one
-// loses nothing but a probation slot.
-const probation = 25 * time.Millisecond
+// loses nothing but a probation slot. 100 ms leaves room for a client
+// process that is itself short of CPU (25 ms turned such clients away in
+// the hostile suite on a loaded machine) and still works slow connections
+// from many addresses off at MaxPending per 100 ms.
+const probation = 100 * time.Millisecond
 
 // Why a Listener closed a connection, the reason label of
 // ebb_listener_closed_total.
