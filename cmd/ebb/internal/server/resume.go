@@ -4,67 +4,54 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"strconv"
+
+	"github.com/ebb-ws/ebb/reconnect"
 )
 
-// The resume protocol v1 on /broadcast, server side. This mirrors the
-// agreed wire format (notes/RESUME.md in the project's working notes) and
-// the clients' reading of it; the library's reconnect package carries the
-// shared codec (reconnect.AppendResumeData, ParseResumeFrom, …), which
-// this file should use once both are on one branch:
+// The resume protocol v1 on /broadcast, server side. The wire format is
+// the library's (package reconnect, resume.go: the one codec ebb's servers
+// and clients share):
 //
 //   - the client offers the subprotocol ResumeProtocol and, to resume,
-//     the query parameter from=<N>, the first sequence it wants (a decimal
-//     uint64 ≥ 1; anything else is answered 400 before the upgrade);
+//     the query parameter from=<N>, the first sequence it wants (anything
+//     reconnect.ParseResumeFrom rejects is answered 400 before the
+//     upgrade);
 //   - data: the original frame type; payload = decimal sequence, "\n",
-//     the original payload (text stays UTF-8);
+//     the original payload (reconnect.AppendResumeData);
 //   - control, text frames starting with "!": "!gap <from> <next>" (the
-//     history no longer holds from…next-1; delivery goes on at next;
-//     always from < next) and "!live <next>" (once: everything asked for
-//     before next has been delivered; live from here). A "!live" at or
-//     below the client's from says the numbering restarted (a history that
-//     was reset): the clients (reconnect, ebb.js) report it as a reset.
+//     history no longer holds from…next-1; delivery goes on at next) and
+//     "!live <next>" (once: everything asked for before next has been
+//     delivered; live from here). A "!live" at or below the client's from
+//     says the numbering restarted (a history that was reset): the clients
+//     (reconnect, ebb.js) report it as a reset.
 //
 // A client that does not offer the subprotocol gets plain messages.
 
 // ResumeProtocol is the subprotocol of the resume protocol v1.
-const ResumeProtocol = "ebb.resume.v1"
+const ResumeProtocol = reconnect.ResumeSubprotocol
 
-// appendData appends the data envelope of a broadcast: seq, '\n', payload.
+// appendData appends the data envelope of a broadcast.
 func appendData(dst []byte, seq uint64, payload []byte) []byte {
-	dst = strconv.AppendUint(dst, seq, 10)
-	dst = append(dst, '\n')
-	return append(dst, payload...)
+	return reconnect.AppendResumeData(dst, seq, payload)
 }
 
 // liveFrame is the "!live <next>" control message.
-func liveFrame(next uint64) []byte {
-	return strconv.AppendUint([]byte("!live "), next, 10)
-}
+func liveFrame(next uint64) []byte { return reconnect.AppendResumeLive(nil, next) }
 
 // gapFrame is the "!gap <from> <next>" control message.
-func gapFrame(from, next uint64) []byte {
-	b := strconv.AppendUint([]byte("!gap "), from, 10)
-	b = append(b, ' ')
-	return strconv.AppendUint(b, next, 10)
-}
+func gapFrame(from, next uint64) []byte { return reconnect.AppendResumeGap(nil, from, next) }
 
 // parseFrom reads the from query parameter: 0 when absent, an error when
-// it is not one decimal uint64 ≥ 1.
+// it is given more than once or reconnect.ParseResumeFrom rejects it.
 func parseFrom(r *http.Request) (uint64, error) {
-	vs, ok := r.URL.Query()["from"]
+	vs, ok := r.URL.Query()[reconnect.ResumeFromParam]
 	if !ok {
 		return 0, nil
 	}
 	if len(vs) != 1 {
-		return 0, fmt.Errorf("from is given %d times: want it once", len(vs))
+		return 0, fmt.Errorf("%s is given %d times: want it once", reconnect.ResumeFromParam, len(vs))
 	}
-	v := vs[0]
-	n, err := strconv.ParseUint(v, 10, 64) // no sign, no "_"
-	if err != nil || n == 0 || v[0] == '0' {
-		return 0, fmt.Errorf("from=%.40q: want the decimal sequence number (1 or more, no leading zeros) of the first broadcast wanted, the last one received plus 1", v)
-	}
-	return n, nil
+	return reconnect.ParseResumeFrom(vs[0])
 }
 
 type fromKey struct{}

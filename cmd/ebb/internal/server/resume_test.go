@@ -259,7 +259,7 @@ func TestResumeBadFrom(t *testing.T) {
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "want the decimal sequence number") && !strings.Contains(string(body), "want it once") {
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "want the sequence of the first message wanted") && !strings.Contains(string(body), "want it once") {
 			t.Errorf("?%s: %d %q, want 400 saying what from must be", q, resp.StatusCode, body)
 		}
 	}
