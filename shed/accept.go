@@ -32,12 +32,12 @@ func (e ebbConn) Close(code closecode.Code, reason string) error { return e.c.Cl
 // CloseNow drops the connection without a handshake.
 func (e ebbConn) CloseNow() error { return e.c.CloseNow() }
 
-func (e ebbConn) closeCodes() (sent, received closecode.Code) {
+func (e ebbConn) closeCodes() (sent, received closecode.Code, echoed bool) {
 	if ce := e.c.CloseSent(); ce != nil {
 		sent = ce.Code
 	}
 	if ce := e.c.CloseReceived(); ce != nil {
 		received = ce.Code
 	}
-	return sent, received
+	return sent, received, e.c.CloseEchoed()
 }

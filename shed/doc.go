@@ -112,7 +112,14 @@
 //	ebb_listener_pending_waits_total     counter  connections that waited for a pending place
 //	ebb_listener_probation_total         counter  connections a full Listener took on probation
 //	ebb_listener_closed_total{reason}    counter  connections a Listener closed, by reason
-//	ebb_close_codes_total{code,direction} counter close codes sent and received (direction "sent" or "received")
+//	ebb_message_memory_limit_bytes       gauge    size of the websocket message memory budget (Options.MemoryBudget)
+//	ebb_message_memory_in_use_bytes      gauge    bytes of messages being read (and held by ReadHeld) counted in it
+//	ebb_message_memory_peak_bytes        gauge    largest in-use since start
+//	ebb_message_memory_waiters           gauge    reads waiting for room now
+//	ebb_message_memory_waits_total       counter  reads that waited for room
+//	ebb_message_memory_refused_total{code} counter messages refused for the budget: 1009 (larger than all of it), 1013 (no room in time)
+//	ebb_message_memory_overdrafts_total  counter  times the largest message went past the limit to break a deadlock
+//	ebb_close_codes_total{code,direction} counter close codes: direction "sent" (chosen by this side), "received", or "echoed" (sent back in answer to the client's Close, with its code)
 //
 // In ebb_refused_total, reason is one of conns, per_ip, rate, in_flight,
 // memory, sched_latency, pressure, draining, pending_per_ip (a Listener's

@@ -269,6 +269,11 @@ func TestStorm200AgainstLimit50(t *testing.T) {
 	if st.CloseSent[closecode.TryAgainLater] != clients-limit || st.CloseReceived[closecode.TryAgainLater] != clients-limit || st.CloseReceived[closecode.NormalClosure] != limit {
 		t.Fatalf("close codes sent %v received %v: want 150×1013 both ways and 50×1000 received", st.CloseSent, st.CloseReceived)
 	}
+	// The admitted clients closed first: the server's 1000s are echoes of
+	// theirs, not closes it chose.
+	if st.CloseSent[closecode.NormalClosure] != 0 || st.CloseEchoed[closecode.NormalClosure] != limit {
+		t.Fatalf("1000 sent %d, echoed %d: want 0 sent and %d echoed", st.CloseSent[closecode.NormalClosure], st.CloseEchoed[closecode.NormalClosure], limit)
+	}
 }
 
 func TestDrain500Clients(t *testing.T) {

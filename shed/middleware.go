@@ -51,14 +51,24 @@ type Direction int
 
 // Directions, the direction label of ebb_close_codes_total.
 const (
+	// Sent is a Close frame this side chose to send (a refusal, a drain,
+	// a handler's Close): its code is this side's decision.
 	Sent Direction = iota + 1
+	// Received is a Close frame the client sent first or in answer.
 	Received
+	// Echoed is the Close frame sent in answer to the client's, carrying
+	// the client's code back (RFC 6455 §5.5.1): the client's decision,
+	// not this side's, so it is not counted as Sent.
+	Echoed
 )
 
-// String returns the metric label of d: "sent" or "received".
+// String returns the metric label of d: "sent", "received" or "echoed".
 func (d Direction) String() string {
-	if d == Received {
+	switch d {
+	case Received:
 		return "received"
+	case Echoed:
+		return "echoed"
 	}
 	return "sent"
 }
@@ -197,8 +207,11 @@ func (sl *slot) release() {
 	c, shedClosed := sl.closer, sl.req != nil
 	sl.mu.Unlock()
 	if rep, ok := c.(codeReporter); ok {
-		sent, received := rep.closeCodes()
-		if sent != 0 && !shedClosed {
+		sent, received, echoed := rep.closeCodes()
+		switch {
+		case sent != 0 && echoed:
+			s.RecordClose(sent, Echoed)
+		case sent != 0 && !shedClosed:
 			s.RecordClose(sent, Sent)
 		}
 		if received != 0 {
@@ -213,7 +226,7 @@ func (sl *slot) release() {
 // codeReporter is implemented by closers that know which codes their
 // connection sent and received (the adapter for ebb's Conn).
 type codeReporter interface {
-	closeCodes() (sent, received closecode.Code)
+	closeCodes() (sent, received closecode.Code, echoed bool)
 }
 
 // Header implements http.ResponseWriter.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ebb-ws/ebb/closecode"
+	"github.com/ebb-ws/ebb/websocket"
 )
 
 // Defaults for the zero values of Options fields.
@@ -119,6 +120,12 @@ type Options struct {
 	// Logger receives decisions: refusals at Debug (a storm must not flood
 	// the log), shedding and drain at Info. Nil means silent.
 	Logger *slog.Logger
+
+	// MemoryBudget is the websocket message memory budget whose use Stats
+	// and WritePrometheus report (ebb_message_memory_*). Nil means
+	// websocket.DefaultMemoryBudget(), the one Conns share unless their
+	// AcceptOptions name another; set it when they do.
+	MemoryBudget *websocket.MemoryBudget
 
 	// Now is the clock for the token bucket, the demand window, pressure
 	// sampling and shedding decisions; nil means time.Now. Tests inject a

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	"github.com/ebb-ws/ebb/closecode"
+	"github.com/ebb-ws/ebb/websocket"
 )
 
 // otherCode is where close codes outside every valid range are counted
@@ -34,11 +35,13 @@ type counters struct {
 	codesMu  sync.Mutex
 	sent     map[closecode.Code]uint64
 	received map[closecode.Code]uint64
+	echoed   map[closecode.Code]uint64
 }
 
 func (c *counters) init() {
 	c.sent = make(map[closecode.Code]uint64)
 	c.received = make(map[closecode.Code]uint64)
+	c.echoed = make(map[closecode.Code]uint64)
 }
 
 func (c *counters) recordCode(code closecode.Code, dir Direction) {
@@ -46,9 +49,12 @@ func (c *counters) recordCode(code closecode.Code, dir Direction) {
 		code = otherCode
 	}
 	c.codesMu.Lock()
-	if dir == Received {
+	switch dir {
+	case Received:
 		c.received[code]++
-	} else {
+	case Echoed:
+		c.echoed[code]++
+	default:
 		c.sent[code]++
 	}
 	c.codesMu.Unlock()
@@ -159,11 +165,21 @@ type Stats struct {
 	// ForceClosed counts connections dropped when Shutdown's context
 	// ended before they closed.
 	ForceClosed uint64
-	// CloseSent counts close codes sent, by code: shed's own (refusals,
-	// shedding, drain), those of connections from Accept, and those
-	// reported with RecordClose. Codes outside the valid ranges are
-	// counted under 0.
+	// CloseSent counts close codes this side chose to send, by code:
+	// shed's own (refusals, shedding, drain), those of connections from
+	// Accept that closed first, and those reported with RecordClose. Codes
+	// outside the valid ranges are counted under 0.
 	CloseSent map[closecode.Code]uint64
+	// CloseEchoed counts the Close frames sent back in answer to a
+	// client's, by the client's code they carry (connections from Accept,
+	// and RecordClose with Echoed): the client chose those codes.
+	CloseEchoed map[closecode.Code]uint64
+
+	// MessageMemory is the use of the message memory budget
+	// (Options.MemoryBudget): bytes of messages being read across every
+	// connection, the reads waiting for room, and the messages refused for
+	// it.
+	MessageMemory websocket.MemoryBudgetStats
 	// CloseReceived counts close codes received from clients, the same
 	// way (refused clients' answers included).
 	CloseReceived map[closecode.Code]uint64
@@ -179,6 +195,7 @@ func (s *Shedder) Stats() Stats {
 		ForceClosed:   s.stats.forced.Load(),
 		CloseSent:     make(map[closecode.Code]uint64),
 		CloseReceived: make(map[closecode.Code]uint64),
+		CloseEchoed:   make(map[closecode.Code]uint64),
 
 		HardModeEntered:   s.stats.hardEntered.Load(),
 		Pending:           int(s.stats.pending.Load()),
@@ -207,7 +224,11 @@ func (s *Shedder) Stats() Stats {
 	for c, n := range s.stats.received {
 		st.CloseReceived[c] = n
 	}
+	for c, n := range s.stats.echoed {
+		st.CloseEchoed[c] = n
+	}
 	s.stats.codesMu.Unlock()
+	st.MessageMemory = s.budget().Stats()
 	now := s.now()
 	s.mu.Lock()
 	st.Connections, st.InFlight, st.Draining = s.conns, s.inflight, s.draining
@@ -319,11 +340,25 @@ func (s *Shedder) WritePrometheus(w io.Writer) error {
 		sample(bw, "ebb_listener_closed_total", `reason="`+closeWhyNames[why]+`"`, float64(v))
 	}
 
-	header(bw, "ebb_close_codes_total", "Close codes sent and received, by code and direction.", "counter")
-	for _, dir := range []Direction{Sent, Received} {
+	mm := st.MessageMemory
+	gauge("ebb_message_memory_limit_bytes", "Size of the websocket message memory budget.", float64(mm.Limit))
+	gauge("ebb_message_memory_in_use_bytes", "Memory of messages being read (and held by ReadHeld) counted in the budget.", float64(mm.InUse))
+	gauge("ebb_message_memory_peak_bytes", "Largest in-use memory of the budget since start.", float64(mm.Peak))
+	gauge("ebb_message_memory_waiters", "Reads waiting for room in the budget now.", float64(mm.Waiters))
+	counter("ebb_message_memory_waits_total", "Reads that waited for room in the budget.", mm.Waits)
+	header(bw, "ebb_message_memory_refused_total", "Messages refused for the budget: 1009 (larger than the whole budget) or 1013 (no room in time).", "counter")
+	sample(bw, "ebb_message_memory_refused_total", `code="1009"`, float64(mm.RefusedTooBig))
+	sample(bw, "ebb_message_memory_refused_total", `code="1013"`, float64(mm.RefusedTryLater))
+	counter("ebb_message_memory_overdrafts_total", "Times the budget let the largest message past its limit to break a deadlock.", mm.Overdrafts)
+
+	header(bw, "ebb_close_codes_total", "Close codes by code and direction: sent (this side's choice), received, echoed (sent back in answer to the client's, carrying its code).", "counter")
+	for _, dir := range []Direction{Sent, Received, Echoed} {
 		m := st.CloseSent
-		if dir == Received {
+		switch dir {
+		case Received:
 			m = st.CloseReceived
+		case Echoed:
+			m = st.CloseEchoed
 		}
 		codes := make([]closecode.Code, 0, len(m))
 		for c := range m {
@@ -353,4 +388,12 @@ func sample(w *bufio.Writer, name, labels string, v float64) {
 	w.WriteByte(' ')
 	w.Write(strconv.AppendFloat(w.AvailableBuffer(), v, 'g', -1, 64))
 	w.WriteByte('\n')
+}
+
+// budget is the message memory budget Stats reports.
+func (s *Shedder) budget() *websocket.MemoryBudget {
+	if s.opts.MemoryBudget != nil {
+		return s.opts.MemoryBudget
+	}
+	return websocket.DefaultMemoryBudget()
 }

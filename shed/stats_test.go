@@ -10,11 +10,12 @@ import (
 	"testing"
 
 	"github.com/ebb-ws/ebb/closecode"
+	"github.com/ebb-ws/ebb/websocket"
 )
 
 func TestWritePrometheus(t *testing.T) {
 	t.Parallel()
-	s := mustNew(t, &Options{Limits: Limits{MaxConns: 2, HardDemand: 2}})
+	s := mustNew(t, &Options{Limits: Limits{MaxConns: 2, HardDemand: 2}, MemoryBudget: websocket.NewMemoryBudget(3 << 20)})
 	slots := admitN(t, s, "10.0.0.1:1", 2)
 	s.stats.admitted.Add(2) // admitN bypasses the middleware that counts
 	rec := httptest.NewRecorder()
@@ -25,6 +26,7 @@ func TestWritePrometheus(t *testing.T) {
 	s.RecordClose(closecode.Code(4001), Received)
 	s.RecordClose(closecode.Code(999), Received) // invalid: counted as other
 	s.RecordClose(closecode.NormalClosure, Sent)
+	s.RecordClose(closecode.MandatoryExtension, Echoed)
 	slots[0].release()
 
 	var buf bytes.Buffer
@@ -72,6 +74,11 @@ func TestWritePrometheus(t *testing.T) {
 		`ebb_close_codes_total{code="4001",direction="received"}`:  1,
 		`ebb_close_codes_total{code="other",direction="received"}`: 1,
 		`ebb_close_codes_total{code="1000",direction="sent"}`:      1,
+		`ebb_close_codes_total{code="1010",direction="echoed"}`:    1,
+		"ebb_message_memory_limit_bytes":                           3 << 20,
+		"ebb_message_memory_in_use_bytes":                          0,
+		`ebb_message_memory_refused_total{code="1009"}`:            0,
+		`ebb_message_memory_refused_total{code="1013"}`:            0,
 		"ebb_shed_total":         0,
 		"ebb_drained_total":      0,
 		"ebb_force_closed_total": 0,

@@ -47,7 +47,7 @@ test("per-second rates", () => {
 });
 
 test("close-code rows mark echoes by the registry's sender", () => {
-  const c1010 = h.codeRow({ code: 1010, name: "Mandatory Extension", sent: 1, received: 1, retry: "permanent" }, { sender: "client" });
+  const c1010 = h.codeRow({ code: 1010, name: "Mandatory Extension", sent: 0, echoed: 1, received: 1, retry: "permanent" }, { sender: "client" });
   assert.equal(c1010.out, "1 echo");
   assert.equal(c1010.outEcho, true);
   assert.equal(c1010.in, "1");
@@ -56,10 +56,11 @@ test("close-code rows mark echoes by the registry's sender", () => {
   assert.equal(c1013.out, "75");
   assert.equal(c1013.in, "70 echoes");
   assert.equal(c1013.inEcho, true);
-  const c1000 = h.codeRow({ code: 1000, name: "Normal Closure", sent: 3, received: 3, retry: "done" }, { sender: "either" });
-  assert.equal(c1000.out, "3");
-  assert.equal(c1000.in, "3");
-  assert.match(c1000.chooser, /echoes/);
+  const c1000 = h.codeRow({ code: 1000, name: "Normal Closure", sent: 3, echoed: 2, received: 5, retry: "done" }, { sender: "either" });
+  assert.equal(c1000.out, "3 + 2 echoes");
+  assert.equal(c1000.outEcho, false);
+  assert.equal(c1000.in, "5");
+  assert.match(c1000.chooser, /echoes are marked/);
   const c1005 = h.codeRow({ code: 1005, name: "No Status Received", sent: 2, received: 2, retry: "depends" }, { sender: "local" });
   assert.match(c1005.chooser, /without a code/);
   const none = h.codeRow({ code: 1010, name: "Mandatory Extension", sent: 0, received: 1, retry: "permanent" }, { sender: "client" });

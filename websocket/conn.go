@@ -96,6 +96,7 @@ type Conn struct {
 	mu        sync.Mutex
 	closeSent *CloseError
 	closeRecv *CloseError
+	closeEcho bool        // closeSent answered closeRecv
 	closeErr  *CloseError // why the connection ended; set once
 	recvCh    chan struct{}
 	doneCh    chan struct{}
@@ -198,6 +199,16 @@ func (c *Conn) CloseSent() *CloseError {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.closeSent
+}
+
+// CloseEchoed reports whether the Close frame this endpoint sent (see
+// CloseSent) answered the peer's: the peer closed first, and the code sent
+// back is the peer's echoed (RFC 6455 §5.5.1), not one this endpoint chose.
+// Metrics that count the codes a server chose use it to tell the two apart.
+func (c *Conn) CloseEchoed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closeEcho
 }
 
 // CloseReceived returns the Close frame the peer sent, or nil.

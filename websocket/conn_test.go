@@ -210,6 +210,10 @@ func TestCloseHandshakeFromClient(t *testing.T) {
 	case <-time.After(2 * time.Second):
 		t.Fatal("client connection not closed after the handshake")
 	}
+	<-server.Done()
+	if client.CloseEchoed() || !server.CloseEchoed() {
+		t.Errorf("CloseEchoed: client %v, server %v; want false for the side that closed first, true for the one that echoed", client.CloseEchoed(), server.CloseEchoed())
+	}
 	// Close again is a no-op; writes fail clearly.
 	if err := client.Close(closecode.NormalClosure, ""); err != nil {
 		t.Fatalf("second Close: %v", err)

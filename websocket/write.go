@@ -336,6 +336,7 @@ func (c *Conn) writeClose(code closecode.Code, reason string) error {
 		sent.Code = closecode.NoStatusReceived
 	}
 	c.closeSent = sent
+	c.closeEcho = c.closeRecv != nil
 	c.mu.Unlock()
 	var p []byte
 	if code != 0 {

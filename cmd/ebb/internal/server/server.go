@@ -539,7 +539,8 @@ type limitsJSON struct {
 type codeCountJS struct {
 	Code      int    `json:"code"`
 	Name      string `json:"name"`
-	Sent      uint64 `json:"sent"`
+	Sent      uint64 `json:"sent"`   // chosen by the server
+	Echoed    uint64 `json:"echoed"` // sent back in answer to the client's close
 	Received  uint64 `json:"received"`
 	Retry     string `json:"retry"`
 	OnTheWire bool   `json:"on_wire"`
@@ -561,9 +562,12 @@ func (s *Server) serveStats(w http.ResponseWriter, r *http.Request) {
 	for c := range st.CloseReceived {
 		seen[c] = true
 	}
+	for c := range st.CloseEchoed {
+		seen[c] = true
+	}
 	for c := range seen {
 		info := closecode.Lookup(c)
-		out.Codes = append(out.Codes, codeCountJS{int(c), info.Name, st.CloseSent[c], st.CloseReceived[c], info.Retry.String(), info.OnWire})
+		out.Codes = append(out.Codes, codeCountJS{int(c), info.Name, st.CloseSent[c], st.CloseEchoed[c], st.CloseReceived[c], info.Retry.String(), info.OnWire})
 	}
 	sortCodes(out.Codes)
 	w.Header().Set("Content-Type", "application/json")
