@@ -25,7 +25,7 @@ import (
 func main() {
 	if len(os.Args) > 1 {
 		// The driver re-executes itself for the servers and the storm.
-		sub := map[string]func([]string) error{"serve": serveMain, "storm": stormMain}[os.Args[1]]
+		sub := map[string]func([]string) error{"serve": serveMain, "storm": stormMain, "nats": natsMain}[os.Args[1]]
 		if sub != nil {
 			if err := sub(os.Args[2:]); err != nil {
 				fmt.Fprintf(os.Stderr, "bench %s: %v\n", os.Args[1], err)
