@@ -18,7 +18,7 @@ import (
 // fastPolicy reconnects after 1 ms, whatever happened.
 type fastPolicy struct{}
 
-func (fastPolicy) Opened(time.Time)                                   {}
+func (fastPolicy) Opened(time.Time)                                    {}
 func (fastPolicy) Closed(time.Time, int, string) (time.Duration, bool) { return time.Millisecond, true }
 func (fastPolicy) Refused(time.Time, int, string) (time.Duration, bool) {
 	return time.Millisecond, true
