@@ -43,12 +43,9 @@ type Client struct {
 	Stats     *Stats
 	DialLimit time.Duration // per attempt (handshake included); 0: 5 s
 
-	// Err is set when the client stopped on an error that makes the
-	// measure meaningless (the server does not speak the protocol).
-	Err error
-
 	mu  sync.Mutex
 	cur *wsclient.Conn
+	err error // see Err
 
 	node int // node of the established subscription, -1 when none
 
@@ -59,6 +56,14 @@ type Client struct {
 
 	dupID, dupSeq, skipped, gaps, gapMsgs, bad, protoErrs int
 	gaveUp                                                bool
+}
+
+// Err returns the error that stopped the client when it makes the
+// measure meaningless (the server does not speak the protocol), or nil.
+func (c *Client) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
 }
 
 // Run keeps the client subscribed until ctx ends.
@@ -74,7 +79,7 @@ func (c *Client) Run(ctx context.Context) {
 	node := c.Home
 	for ctx.Err() == nil {
 		delay, ok := c.once(ctx, node)
-		if ctx.Err() != nil || c.Err != nil {
+		if ctx.Err() != nil || c.Err() != nil {
 			return
 		}
 		if !ok {
@@ -132,7 +137,9 @@ func (c *Client) once(ctx context.Context, node int) (time.Duration, bool) {
 	switch c.Proto {
 	case Ebb:
 		if conn.Protocol != ResumeProtocol {
-			c.Err = fmt.Errorf("fanout: node %s did not select subprotocol %s (answered %q): it does not speak ebb's resume protocol", ep.Host, ResumeProtocol, conn.Protocol)
+			c.mu.Lock()
+			c.err = fmt.Errorf("fanout: node %s did not select subprotocol %s (answered %q): it does not speak ebb's resume protocol", ep.Host, ResumeProtocol, conn.Protocol)
+			c.mu.Unlock()
 			conn.NC.Close()
 			return 0, false
 		}
@@ -153,14 +160,18 @@ func (c *Client) once(ctx context.Context, node int) (time.Duration, bool) {
 	case errors.As(err, &se):
 		how = se.what
 	}
+	if ctx.Err() != nil {
+		// The run is over: the harness closed the connection.
+		if established {
+			c.Stats.closedByHarness()
+		}
+		return 0, false
+	}
 	if established {
 		c.node = -1
 		c.Stats.ended(how)
 	} else {
 		c.Stats.refuse(how)
-	}
-	if ctx.Err() != nil {
-		return 0, false
 	}
 	if se != nil && !established {
 		return c.Policy.Refused(time.Now(), 0, "")

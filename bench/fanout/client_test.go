@@ -118,8 +118,8 @@ func TestEbbClientResumes(t *testing.T) {
 		},
 	}
 	c, st := runClient(t, srv, Ebb, "/broadcast")
-	if c.Err != nil {
-		t.Fatal(c.Err)
+	if err := c.Err(); err != nil {
+		t.Fatal(err)
 	}
 	if srv.queries[0] != "" || srv.queries[1] != "from=7" {
 		t.Errorf("queries = %q, want \"\" then from=7", srv.queries[:2])
@@ -154,8 +154,8 @@ func TestEbbClientNeedsSubprotocol(t *testing.T) {
 		},
 	}
 	c, _ := runClient(t, srv, Ebb, "/broadcast")
-	if c.Err == nil || !strings.Contains(c.Err.Error(), ResumeProtocol) {
-		t.Errorf("Err = %v, want one naming %s", c.Err, ResumeProtocol)
+	if err := c.Err(); err == nil || !strings.Contains(err.Error(), ResumeProtocol) {
+		t.Errorf("Err = %v, want one naming %s", err, ResumeProtocol)
 	}
 }
 

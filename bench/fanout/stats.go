@@ -11,8 +11,12 @@ import (
 	"github.com/HdrHistogram/hdrhistogram-go"
 )
 
-// maxSeconds bounds the per-second timeline (a run is minutes long).
-const maxSeconds = 900
+// The timeline counts in buckets of tick; maxTicks bounds it (a run is
+// minutes long).
+const (
+	tick     = 100 * time.Millisecond
+	maxTicks = 9000
+)
 
 // shards spreads latency recording over several histograms, so that a
 // thousand client goroutines do not queue on one lock.
@@ -32,10 +36,10 @@ type Stats struct {
 	pubNode  atomic.Int32  // node the publisher is connected to
 	splitID  atomic.Uint64 // first id of the restart phase (0: not yet)
 	conn     atomic.Int64  // established subscriptions
-	attempts [maxSeconds]atomic.Int32
-	opened   [maxSeconds]atomic.Int32
-	lost     [maxSeconds]atomic.Int32 // established subscriptions that ended
-	refused  [maxSeconds]atomic.Int32 // attempts that ended before established
+	attempts [maxTicks]atomic.Int32
+	opened   [maxTicks]atomic.Int32
+	lost     [maxTicks]atomic.Int32 // established subscriptions that ended
+	refused  [maxTicks]atomic.Int32 // attempts that ended before established
 
 	mu        sync.Mutex
 	codes     [2]map[string]int // how subscriptions ended, per phase
@@ -66,7 +70,7 @@ func NewStats() *Stats {
 // Now returns the time since Start in nanoseconds, the payloads' clock.
 func (s *Stats) Now() int64 { return int64(time.Since(s.Start)) }
 
-func (s *Stats) sec() int { return min(int(time.Since(s.Start)/time.Second), maxSeconds-1) }
+func (s *Stats) sec() int { return min(int(time.Since(s.Start)/tick), maxTicks-1) }
 
 // SetPublisherNode records which node the publisher's messages enter by.
 func (s *Stats) SetPublisherNode(n int) { s.pubNode.Store(int32(n)) }
@@ -97,6 +101,10 @@ func (s *Stats) ended(how string) {
 	s.codes[s.phase][how]++
 	s.mu.Unlock()
 }
+
+// closedByHarness counts a subscription the harness itself closed at the
+// end of the run: not a disconnect the system caused.
+func (s *Stats) closedByHarness() { s.conn.Add(-1) }
 
 func (s *Stats) refuse(how string) {
 	s.refused[s.sec()].Add(1)
@@ -149,16 +157,46 @@ type Second struct {
 	Refused  int `json:"refused"`  // attempts that failed
 }
 
-// Timeline returns the seconds from..to (seconds since Start, to
-// exclusive), renumbered from 0.
-func (s *Stats) Timeline(from, to int) []Second {
-	to = min(to, maxSeconds)
+// Timeline returns the seconds from from to to (times since Start),
+// numbered from 0.
+func (s *Stats) Timeline(from, to time.Duration) []Second {
+	per := int(time.Second / tick)
+	first, last := int(from/tick), min(int(to/tick), maxTicks)
 	var out []Second
-	for i := from; i < to; i++ {
-		out = append(out, Second{At: i - from, Attempts: int(s.attempts[i].Load()), Opened: int(s.opened[i].Load()),
-			Lost: int(s.lost[i].Load()), Refused: int(s.refused[i].Load())})
+	for i := first; i < last; i += per {
+		sec := Second{At: len(out)}
+		for j := i; j < min(i+per, last); j++ {
+			sec.Attempts += int(s.attempts[j].Load())
+			sec.Opened += int(s.opened[j].Load())
+			sec.Lost += int(s.lost[j].Load())
+			sec.Refused += int(s.refused[j].Load())
+		}
+		out = append(out, sec)
 	}
 	return out
+}
+
+// WatchBack reports, on the returned channel, how long after now the
+// established subscriptions first fell below want and then were all back
+// (the time since now), or -1 if that did not happen within limit.
+func (s *Stats) WatchBack(want int, limit time.Duration) <-chan time.Duration {
+	ch := make(chan time.Duration, 1)
+	start := time.Now()
+	go func() {
+		dipped := false
+		for time.Since(start) < limit {
+			n := s.Connected()
+			if n < want {
+				dipped = true
+			} else if dipped {
+				ch <- time.Since(start)
+				return
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		ch <- -1
+	}()
+	return ch
 }
 
 // Codes returns how subscriptions ended and how attempts failed in a
