@@ -19,16 +19,16 @@ import (
 // connections ended (close codes), the reconnect wave second by second,
 // each node's restart, the loss account.
 type ClusterDetail struct {
-	System   string         `json:"system"`
-	Case     string         `json:"case"`
-	Rep      int            `json:"rep"`
-	About    string         `json:"about"`
-	Steady   map[string]int `json:"ended_steady"`    // how subscriptions ended in the steady phase (should be none)
-	Ended    map[string]int `json:"ended_restart"`   // how subscriptions ended during the rolling restart
-	Refused  map[string]int `json:"refused_restart"` // how reconnect attempts failed during it
-	Timeline []fanout.Second `json:"timeline"`       // from the first SIGTERM, per second
-	Nodes    []NodeRestart  `json:"nodes"`
-	Loss     fanout.Loss    `json:"loss"`
+	System   string          `json:"system"`
+	Case     string          `json:"case"`
+	Rep      int             `json:"rep"`
+	About    string          `json:"about"`
+	Steady   map[string]int  `json:"ended_steady"`    // how subscriptions ended in the steady phase (should be none)
+	Ended    map[string]int  `json:"ended_restart"`   // how subscriptions ended during the rolling restart
+	Refused  map[string]int  `json:"refused_restart"` // how reconnect attempts failed during it
+	Timeline []fanout.Second `json:"timeline"`        // from the first SIGTERM, per second
+	Nodes    []NodeRestart   `json:"nodes"`
+	Loss     fanout.Loss     `json:"loss"`
 }
 
 // NodeRestart times one node's turn in the rolling restart, in seconds
