@@ -60,6 +60,12 @@ func measureCluster(cfg Config, res *results) error {
 				return err
 			}
 			systems = append(systems, &ebbSys{bin: bin})
+		case "ebb-stub":
+			exe, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			systems = append(systems, &ebbSys{bin: exe, stub: true})
 		case "centrifugo", "centrifugo-redis":
 			bin, err := buildCentrifugo(ctx, cfg.BinDir)
 			if err != nil {
@@ -73,7 +79,7 @@ func measureCluster(cfg Config, res *results) error {
 			}
 			systems = append(systems, &centrifugoSys{bin: bin, redis: redis})
 		default:
-			return fmt.Errorf("bench: --cluster-systems: unknown system %q (want ebb, centrifugo, centrifugo-redis)", name)
+			return fmt.Errorf("bench: --cluster-systems: unknown system %q (want ebb, centrifugo, centrifugo-redis or ebb-stub)", name)
 		}
 	}
 	for rep := range cfg.Reps {
@@ -304,7 +310,7 @@ var clusterSystems = []string{"ebb", "centrifugo", "centrifugo-redis"}
 
 func validSystems(list []string) error {
 	for _, s := range list {
-		if !slices.Contains(clusterSystems, s) {
+		if !slices.Contains(clusterSystems, s) && s != "ebb-stub" {
 			return fmt.Errorf("bench: --cluster-systems: unknown system %q (want %v)", s, clusterSystems)
 		}
 	}

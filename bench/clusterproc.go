@@ -429,18 +429,34 @@ func redisVersion() string {
 // protocol.
 type ebbSys struct {
 	bin   string
+	stub  bool     // run bench's stand-in (bench ebbstub) instead of ebb serve
 	extra []string // flags ebb serve was found to take (see ebbClusterFlags)
 	ports []int
 	nodes []*nodeProc
 }
 
-func (e *ebbSys) Name() string                          { return "ebb" }
-func (e *ebbSys) Version() string                       { return "working tree, ebb serve --cluster" }
+func (e *ebbSys) Name() string {
+	if e.stub {
+		return "ebb-stub"
+	}
+	return "ebb"
+}
+
+func (e *ebbSys) Version() string {
+	if e.stub {
+		return "bench's stand-in on package cluster (working tree), not ebb serve"
+	}
+	return "working tree, ebb serve --cluster"
+}
+
 func (e *ebbSys) Proto() fanout.Protocol                { return fanout.Ebb }
 func (e *ebbSys) NewPolicy(now time.Time) fanout.Policy { return fanout.NewEbbPolicy(now) }
 func (e *ebbSys) Nodes() []*nodeProc                    { return e.nodes }
 
 func (e *ebbSys) About() string {
+	if e.stub {
+		return "bench ebbstub: a stand-in node written on package cluster and package websocket (resume protocol, publish on receive, SIGTERM: 503 to new clients, 1012 spread over 5 s), on the harness's nats-server. Not ebb serve (no shed, no drain turns): it checks the harness, its figures are not ebb's."
+	}
 	return "`ebb serve --cluster` nodes on the harness's nats-server (--nats; the broadcast history lives in its JetStream, which is not restarted), default limits and drain (SIGTERM: 1012 spread over the drain window, new clients refused meanwhile). Clients use the resume protocol (ebb.resume.v1, ?from=) and ebb's reconnect policy."
 }
 
@@ -490,18 +506,26 @@ func ebbClusterFlags(help, cluster, natsURL string, i int) ([]string, error) {
 }
 
 func (e *ebbSys) Start(env *clusterEnv) error {
-	out, _ := exec.Command(e.bin, "serve", "--help").CombinedOutput()
+	var out []byte
+	if !e.stub {
+		out, _ = exec.Command(e.bin, "serve", "--help").CombinedOutput()
+	}
 	var err error
 	if e.ports, err = freePorts(3); err != nil {
 		return err
 	}
 	cluster := fmt.Sprintf("bench%d", os.Getpid())
 	for i, port := range e.ports {
-		flags, err := ebbClusterFlags(string(out), cluster, env.nats, i)
-		if err != nil {
-			return errSkip{err}
+		var argv []string
+		if e.stub {
+			argv = []string{e.bin, "ebbstub", "--addr", fmt.Sprintf("127.0.0.1:%d", port), "--cluster", cluster, "--nats", env.nats, "--name", fmt.Sprintf("n%d", i+1)}
+		} else {
+			flags, err := ebbClusterFlags(string(out), cluster, env.nats, i)
+			if err != nil {
+				return errSkip{err}
+			}
+			argv = append([]string{e.bin, "serve", "--addr", fmt.Sprintf("127.0.0.1:%d", port)}, flags...)
 		}
-		argv := append([]string{e.bin, "serve", "--addr", fmt.Sprintf("127.0.0.1:%d", port)}, flags...)
 		n := &nodeProc{name: fmt.Sprintf("ebb node %d", i+1), argv: append(argv, e.extra...),
 			log: filepath.Join(env.dir, fmt.Sprintf("ebb-%d.log", i)), health: fmt.Sprintf("http://127.0.0.1:%d/healthz", port),
 			env: []string{"GOMAXPROCS=1"}}
