@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -587,4 +586,3 @@ func buildEbb(ctx context.Context, dir string) (string, error) {
 	return bin, nil
 }
 
-var _ = errors.New
