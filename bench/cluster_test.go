@@ -74,7 +74,7 @@ func TestCentrifugoConfig(t *testing.T) {
 func TestKeepEarlier(t *testing.T) {
 	dir := t.TempDir()
 	old := Report{Date: "D0", Command: "go run . --all", Versions: map[string]string{"gws": "v1"},
-		Rows: []*Row{{Measure: "throughput", Lib: "gws", Case: "x"}, {Measure: "cluster", Lib: "centrifugo", Case: "old"}},
+		Rows:    []*Row{{Measure: "throughput", Lib: "gws", Case: "x"}, {Measure: "cluster", Lib: "centrifugo", Case: "old"}},
 		Cluster: []*ClusterDetail{{System: "centrifugo", Case: "old"}}}
 	b, _ := json.Marshal(old)
 	path := filepath.Join(dir, "results.json")

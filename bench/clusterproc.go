@@ -585,4 +585,3 @@ func buildEbb(ctx context.Context, dir string) (string, error) {
 	}
 	return bin, nil
 }
-
