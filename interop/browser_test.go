@@ -222,6 +222,9 @@ type jsEvent struct {
 	ErrorCode int      `json:"errorCode"`
 	Missing   []string `json:"missing"`
 	Cause     string   `json:"cause"`
+	Resume    string   `json:"resume"`
+	From      int      `json:"from"`
+	Protocol  string   `json:"protocol"`
 }
 
 func pageEvents(t *testing.T, ctx context.Context) []jsEvent {

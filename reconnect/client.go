@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -66,7 +67,8 @@ type Options struct {
 	OnEvent func(Event)
 	// OnConnect runs on every new connection before the client reads from
 	// it and before the queued messages are flushed: the place to
-	// authenticate or re-subscribe. It may read from and write to conn. An
+	// authenticate or re-subscribe. It may read from and write to conn
+	// (with Resume, what it reads bypasses the resume logic: don't). An
 	// error closes the connection with 1011 and counts as a failed attempt
 	// (retried with backoff). Like OnEvent it must not call Close.
 	OnConnect func(ctx context.Context, conn *websocket.Conn) error
@@ -76,6 +78,25 @@ type Options struct {
 	Rand Rand
 	// Logger receives one record per state change; nil means silent.
 	Logger *slog.Logger
+	// Resume makes the client resume a broadcast across reconnections with
+	// ebb's resume protocol (see "Resuming a broadcast" in the package
+	// documentation): it offers ResumeSubprotocol, asks each new connection
+	// for what it missed, strips the envelopes, drops duplicates, and
+	// reports every gap as a *GapError from Read. Nil (the default) reads
+	// and writes plain messages. It costs a mutex and a few comparisons per
+	// message.
+	Resume *ResumeOptions
+}
+
+// inbound is what the reading goroutine hands to Read: a message, or a
+// *GapError (err). When hasSeq is set, seq is the position of a resuming
+// client once Read returned it (what LastSeq reports).
+type inbound struct {
+	typ    websocket.MessageType
+	data   []byte
+	err    error
+	seq    uint64
+	hasSeq bool
 }
 
 // Message is a data message held in the client's queue.
@@ -88,6 +109,9 @@ type Message struct {
 // the messages of every connection in order; Write sends on the current
 // connection or queues while there is none. All methods are safe for
 // concurrent use, except that only one goroutine may call Read at a time.
+// With Options.Resume, Read delivers a broadcast without loss across
+// reconnections, or reports the loss (see "Resuming a broadcast" in the
+// package documentation).
 //
 // A Client runs one goroutine for its life and one more per connection; the
 // one per connection reads, so call Read continuously (even if you ignore
@@ -102,7 +126,7 @@ type Client struct {
 	cancel context.CancelCauseFunc
 	sched  *Schedule
 
-	msgs   chan Message  // reader → Read, unbuffered
+	msgs   chan inbound  // reader → Read, unbuffered
 	opened chan struct{} // closed when the first connection opens
 	done   chan struct{} // closed when the client has stopped
 
@@ -118,6 +142,16 @@ type Client struct {
 	closeMsg   string
 	closeErr   error // result of the close handshake Close asked for
 	openedOnce bool
+
+	// Resume state (Options.Resume): last is the last sequence delivered,
+	// valid once known is set (a message, a gap, !live or
+	// ResumeOptions.From); readSeq is what LastSeq reports, set by Read;
+	// live reports that the current connection has finished its replay.
+	resume  bool
+	known   bool
+	last    uint64
+	readSeq uint64
+	live    bool
 }
 
 // New starts a client that connects to url (ws:// or wss://) in the
@@ -133,6 +167,19 @@ func New(ctx context.Context, rawURL string, opts *Options) (*Client, error) {
 	if opts != nil {
 		o = *opts
 	}
+	if o.Resume != nil {
+		if u, _ := url.Parse(rawURL); u.Query().Has(ResumeFromParam) {
+			return nil, fmt.Errorf("reconnect: URL %q already has the query parameter %s, which a resuming client sets itself on every connection: remove it and set ResumeOptions.From instead", rawURL, ResumeFromParam)
+		}
+		// Offer the subprotocol first, on a copy: the caller's options
+		// are never modified.
+		var d websocket.DialOptions
+		if o.Dial != nil {
+			d = *o.Dial
+		}
+		d.Subprotocols = append([]string{ResumeSubprotocol}, slices.DeleteFunc(slices.Clone(d.Subprotocols), func(p string) bool { return p == ResumeSubprotocol })...)
+		o.Dial = &d
+	}
 	if o.HandshakeTimeout <= 0 {
 		o.HandshakeTimeout = DefaultHandshakeTimeout
 	}
@@ -141,12 +188,19 @@ func New(ctx context.Context, rawURL string, opts *Options) (*Client, error) {
 		opts:   o,
 		clock:  o.Clock,
 		log:    o.Logger,
-		msgs:   make(chan Message),
+		msgs:   make(chan inbound),
 		opened: make(chan struct{}),
 		done:   make(chan struct{}),
 	}
 	if c.clock == nil {
 		c.clock = realClock{}
+	}
+	if o.Resume != nil {
+		c.resume = true
+		if o.Resume.From > 0 {
+			c.known, c.last = true, o.Resume.From-1
+			c.readSeq = c.last
+		}
 	}
 	c.maxMsgs, c.maxBytes = o.QueueMessages, o.QueueBytes
 	if c.maxMsgs == 0 {
@@ -211,10 +265,20 @@ func checkURL(rawURL string) error {
 // Read returns the next message from the server, waiting across
 // reconnections. It returns ctx's error when ctx ends first, and the
 // client's final error (see Err) once the client has stopped.
+//
+// With Options.Resume, Read returns the original payloads (without the
+// envelope), each once and in order, and a *GapError where messages are
+// missing from the stream; that error is not final: log it or resync,
+// then call Read again.
 func (c *Client) Read(ctx context.Context) (websocket.MessageType, []byte, error) {
 	select {
 	case m := <-c.msgs:
-		return m.Type, m.Data, nil
+		if m.hasSeq {
+			c.mu.Lock()
+			c.readSeq = m.seq
+			c.mu.Unlock()
+		}
+		return m.typ, m.data, m.err
 	case <-ctx.Done():
 		return 0, nil, ctx.Err()
 	case <-c.ctx.Done():
@@ -385,6 +449,10 @@ func (c *Client) emit(e Event) {
 		switch e.State {
 		case StateConnecting:
 			level = slog.LevelDebug
+		case StateOpen:
+			if e.Resume == ResumeRefused {
+				level = slog.LevelWarn
+			}
 		case StateStopped:
 			if e.Err != nil && !errors.Is(e.Err, ErrClosed) {
 				level = slog.LevelWarn
@@ -406,10 +474,11 @@ func (c *Client) run() {
 			c.stop(ctxStopErr(c.ctx), Decision{})
 			return
 		}
-		c.emit(Event{State: StateConnecting, Attempt: attempt})
-		conn, d, ended := c.connect(attempt)
+		from := c.resumeFrom()
+		c.emit(Event{State: StateConnecting, Attempt: attempt, From: from})
+		conn, d, ended := c.connect(attempt, from)
 		if conn != nil {
-			d, ended = c.serve(conn, attempt)
+			d, ended = c.serve(conn, attempt, from)
 		}
 		if ended {
 			c.stop(ctxStopErr(c.ctx), Decision{})
@@ -441,11 +510,12 @@ func (c *Client) sleep(d time.Duration) bool {
 	}
 }
 
-// connect makes one attempt. It returns the open connection, or the
-// verdict on the failure; ended reports that the client's context ended.
-func (c *Client) connect(attempt int) (conn *websocket.Conn, d Decision, ended bool) {
+// connect makes one attempt, asking to resume from from when it is not 0.
+// It returns the open connection, or the verdict on the failure; ended
+// reports that the client's context ended.
+func (c *Client) connect(attempt int, from uint64) (conn *websocket.Conn, d Decision, ended bool) {
 	ctx, cancel := context.WithTimeout(c.ctx, c.opts.HandshakeTimeout)
-	conn, resp, err := websocket.Dial(ctx, c.url, c.opts.Dial)
+	conn, resp, err := websocket.Dial(ctx, resumeURL(c.url, from), c.opts.Dial)
 	cancel()
 	if resp != nil && resp.Body != nil {
 		resp.Body.Close()
@@ -521,13 +591,21 @@ func isTLSFailure(err error) bool {
 
 // serve runs one open connection until it ends, and returns the verdict on
 // how it ended; ended reports that the client's context ended.
-func (c *Client) serve(conn *websocket.Conn, attempt int) (Decision, bool) {
+func (c *Client) serve(conn *websocket.Conn, attempt int, from uint64) (Decision, bool) {
 	c.sched.Opened(c.clock.Now())
 	c.mu.Lock()
 	first := !c.openedOnce
 	c.openedOnce = true
+	c.live = false
 	c.mu.Unlock()
-	c.emit(Event{State: StateOpen, Attempt: attempt})
+	rs := ResumeOff
+	if c.resume {
+		rs = ResumeRefused
+		if conn.Subprotocol() == ResumeSubprotocol {
+			rs = ResumeAccepted
+		}
+	}
+	c.emit(Event{State: StateOpen, Attempt: attempt, From: from, Resume: rs, Subprotocol: conn.Subprotocol()})
 	if first {
 		close(c.opened)
 	}
@@ -551,7 +629,7 @@ func (c *Client) serve(conn *websocket.Conn, attempt int) (Decision, bool) {
 	}
 
 	ended := make(chan error, 1)
-	go c.readLoop(conn, ended)
+	go c.readLoop(conn, ended, rs, !first)
 
 	if err := c.flush(conn); err != nil {
 		// The connection broke while flushing; the reader reports how.
@@ -569,6 +647,7 @@ func (c *Client) serve(conn *websocket.Conn, attempt int) (Decision, bool) {
 	if c.conn == conn {
 		c.conn = nil
 	}
+	c.live = false
 	c.mu.Unlock()
 	conn.CloseNow()
 	if c.ctx.Err() != nil {
@@ -576,10 +655,20 @@ func (c *Client) serve(conn *websocket.Conn, attempt int) (Decision, bool) {
 	}
 
 	var ce *websocket.CloseError
+	var me *MalformedResumeError
 	var d Decision
-	if errors.As(err, &ce) {
+	switch {
+	case errors.As(err, &me):
+		// readLoop closed with 1008: the server breaks the protocol, and
+		// a new connection would replay the same message.
+		d = Decision{
+			Class: closecode.Permanent, Code: closecode.PolicyViolation, Reason: malformedReason(me),
+			Why: "the server sent a malformed " + ResumeSubprotocol + " message, so the client closed with 1008 Policy Violation; a new connection would replay it: fix the server",
+		}
+		ce = nil
+	case errors.As(err, &ce):
 		d = c.opts.Policy.Decide(ce.Code, ce.Reason)
-	} else {
+	default:
 		d = c.opts.Policy.Decide(closecode.AbnormalClosure, "")
 	}
 	d.Err = err
@@ -612,18 +701,56 @@ func (c *Client) flush(conn *websocket.Conn) error {
 
 // readLoop reads conn until it ends and delivers messages to Read. Once
 // the client is stopping it keeps reading (and discards) so that the close
-// handshake can complete.
-func (c *Client) readLoop(conn *websocket.Conn, ended chan<- error) {
+// handshake can complete. rs says whether the connection resumes;
+// reconnected that an earlier connection was open (so that messages may
+// have been published while the client was away).
+func (c *Client) readLoop(conn *websocket.Conn, ended chan<- error, rs ResumeStatus, reconnected bool) {
+	if rs == ResumeRefused {
+		c.mu.Lock()
+		known, last := c.known, c.last
+		c.mu.Unlock()
+		if known || reconnected {
+			g := &GapError{Reason: GapNoResume}
+			if known {
+				g.From = last + 1
+			}
+			c.deliverGap(g)
+		}
+	}
 	for {
 		typ, data, err := conn.Read(context.Background())
 		if err != nil {
 			ended <- err
 			return
 		}
-		select {
-		case c.msgs <- Message{Type: typ, Data: data}:
-		case <-c.ctx.Done():
+		if rs != ResumeAccepted {
+			c.deliver(inbound{typ: typ, data: data})
+			continue
 		}
+		m, err := ParseResumeMessage(typ, data)
+		if err != nil {
+			var me *MalformedResumeError
+			errors.As(err, &me)
+			if c.log != nil {
+				c.log.Warn("reconnect: closing with 1008: "+err.Error(), "url", c.url)
+			}
+			conn.Close(closecode.PolicyViolation, malformedReason(me))
+			conn.CloseNow()
+			ended <- err
+			return
+		}
+		c.resumed(m, typ, reconnected)
+	}
+}
+
+// deliver hands m to Read and reports whether Read took it (false: the
+// client is stopping).
+func (c *Client) deliver(m inbound) bool {
+	select {
+	case c.msgs <- m:
+		return true
+	case <-c.ctx.Done():
+		return false
 	}
 }
 
@@ -659,6 +786,7 @@ func (c *Client) stop(err error, d Decision) {
 	c.mu.Lock()
 	c.stopErr = err
 	c.conn = nil
+	c.live = false
 	unsent := len(c.queue)
 	c.mu.Unlock()
 	c.cancel(err)

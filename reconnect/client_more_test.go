@@ -152,6 +152,9 @@ func TestEventString(t *testing.T) {
 		{Event{State: StateWaiting, Attempt: 3, Delay: 4612345 * time.Microsecond, Hinted: true, Decision: hint}, "waiting 4.612s before attempt 3 (server hint 4.2s)"},
 		{Event{State: StateWaiting, Attempt: 1, Delay: 700 * time.Millisecond}, "waiting 700ms before attempt 1"},
 		{Event{State: StateStopped, Err: ErrClosed, Unsent: 2}, "stopped: " + ErrClosed.Error() + " (2 messages unsent)"},
+		{Event{State: StateConnecting, From: 42}, "connecting (resuming from 42)"},
+		{Event{State: StateOpen, Attempt: 2, From: 42, Resume: ResumeAccepted}, "open (attempt 2, resuming from 42)"},
+		{Event{State: StateOpen, Resume: ResumeRefused, Subprotocol: "chat"}, `open: the server did not select ebb.resume.v1 (selected "chat"): messages are plain and nothing missed can be resumed`},
 		{Event{State: State(42)}, "State(42)"},
 	}
 	for _, tt := range tests {

@@ -2,6 +2,7 @@ package reconnect
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -84,6 +85,16 @@ type Event struct {
 	// Unsent is the number of queued messages the client never sent; the
 	// messages themselves are in Client.Unsent (Stopped).
 	Unsent int
+	// From is the sequence a resuming client asked the connection to start
+	// with (the query parameter ResumeFromParam), or 0 when it asked for
+	// live messages only or does not resume (Connecting, Open).
+	From uint64
+	// Resume says whether the connection resumes: ResumeRefused when the
+	// server did not select ResumeSubprotocol, which the client logs as a
+	// warning (Open).
+	Resume ResumeStatus
+	// Subprotocol is the subprotocol the server selected, or "" (Open).
+	Subprotocol string
 }
 
 // String describes the event in one line for people, e.g.
@@ -94,8 +105,20 @@ func (e Event) String() string {
 	b.WriteString(e.State.String())
 	switch e.State {
 	case StateConnecting, StateOpen:
-		if e.Attempt > 0 {
+		switch {
+		case e.Attempt > 0 && e.From > 0:
+			fmt.Fprintf(&b, " (attempt %d, resuming from %d)", e.Attempt, e.From)
+		case e.Attempt > 0:
 			fmt.Fprintf(&b, " (attempt %d)", e.Attempt)
+		case e.From > 0:
+			fmt.Fprintf(&b, " (resuming from %d)", e.From)
+		}
+		if e.State == StateOpen && e.Resume == ResumeRefused {
+			sel := "none"
+			if e.Subprotocol != "" {
+				sel = strconv.Quote(e.Subprotocol)
+			}
+			fmt.Fprintf(&b, ": the server did not select %s (selected %s): messages are plain and nothing missed can be resumed", ResumeSubprotocol, sel)
 		}
 	case StateClosed:
 		switch {

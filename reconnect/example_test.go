@@ -121,3 +121,28 @@ func ExampleDial() {
 	// HELLO <nil>
 	// true
 }
+
+// The codec of the resume protocol, as a server uses it to frame a
+// broadcast and a client (on any WebSocket library) to read it.
+func ExampleParseResumeMessage() {
+	for _, p := range [][]byte{
+		reconnect.AppendResumeData(nil, 41, []byte("price=12")),
+		reconnect.AppendResumeGap(nil, 42, 50),
+		reconnect.AppendResumeLive(nil, 51),
+		[]byte("!later 1"), // a control of a later version: ignored
+		[]byte("041\nprice=13"),
+	} {
+		m, err := reconnect.ParseResumeMessage(websocket.MessageText, p)
+		if err != nil {
+			fmt.Println(err)
+			continue
+		}
+		fmt.Printf("%q → %v seq=%d from=%d next=%d payload=%q\n", p, m.Kind, m.Seq, m.From, m.Next, m.Payload)
+	}
+	// Output:
+	// "41\nprice=12" → data seq=41 from=0 next=0 payload="price=12"
+	// "!gap 42 50" → gap seq=0 from=42 next=50 payload=""
+	// "!live 51" → live seq=0 from=0 next=51 payload=""
+	// "!later 1" → other seq=0 from=0 next=0 payload=""
+	// reconnect: malformed ebb.resume.v1 message (text "041\nprice=13"): sequence "041": leading zero
+}

@@ -25,6 +25,36 @@
 //     onEvent: (e) => console.log(describe(e)),
 //   });
 //   client.send("hello"); // sent now, or queued until the link is up
+//
+// Resuming a broadcast (ebb's resume protocol, the subprotocol
+// "ebb.resume.v1", the same as Go's reconnect.Options.Resume): a client
+// that reconnects after 1012, 1013 or a lost network gets every message it
+// missed, once and in order, or is told which ones are gone.
+//
+//   const feed = new Client("/broadcast", {
+//     resume: true,                     // or { from: savedLastSeq + 1 }
+//     onMessage: (data) => show(data),  // payloads without the envelope
+//     onGap: (gap) => resync(gap),      // a GapError, in order with the messages
+//   });
+//   // feed.lastSeq: the last sequence delivered (save it to continue later)
+//   // feed.live: the replay is over, messages are live
+//
+// The client offers "ebb.resume.v1", adds from=<lastSeq + 1> to the URL of
+// every connection once it has a position, strips the "<seq>\n" envelope
+// (text stays a string; binary arrives as an ArrayBuffer, or a Blob with
+// binaryType "blob"), and drops duplicates (sequence ≤ lastSeq). Where the
+// stream has a hole it calls onGap with a GapError: "too-old" (the
+// server's history no longer holds them), "reset" (the server's numbering
+// restarted), or "no-resume" (the server did not select the subprotocol,
+// or the link broke before the client learned its position); without
+// onGap, console.warn reports it, so a gap is never silent. The open event
+// says whether the server selected the subprotocol (resume: "accepted" or
+// "refused"); on a refused connection messages are delivered plain. A
+// message that breaks the protocol ends the connection (with 1000, as a
+// browser cannot send 1008) and stops the client with a GaveUpError
+// caused by a MalformedResumeError: a new connection would replay it.
+// Sequences above 2^53 − 1, which a JavaScript number cannot hold
+// exactly, count as malformed.
 
 import {
   CODES,
@@ -57,6 +87,7 @@ export const State = Object.freeze({
 });
 
 const MANDATORY_EXTENSION = 1010;
+const POLICY_VIOLATION = 1008;
 const INTERNAL_ERROR = 1011;
 const ABNORMAL_CLOSURE = 1006;
 const TLS_HANDSHAKE = 1015;
@@ -333,6 +364,151 @@ export class Schedule {
   }
 }
 
+/** RESUME_SUBPROTOCOL is the subprotocol of ebb's resume protocol, version 1. */
+export const RESUME_SUBPROTOCOL = "ebb.resume.v1";
+/** RESUME_FROM_PARAM is the query parameter carrying the first sequence wanted. */
+export const RESUME_FROM_PARAM = "from";
+const MAX_SEQ_DIGITS = 16; // Number.MAX_SAFE_INTEGER has 16 digits
+
+/**
+ * MalformedResumeError: a message that breaks ebb.resume.v1. The server
+ * must be fixed; retrying replays the same message.
+ */
+export class MalformedResumeError extends Error {
+  constructor(type, head, length, why) {
+    const more = length > head.length ? `… (${length} ${type === "text" ? "characters" : "bytes"})` : "";
+    super(`ebb: malformed ${RESUME_SUBPROTOCOL} message (${type} ${JSON.stringify(head)}${more}): ${why}`);
+    this.name = "MalformedResumeError";
+    this.code = POLICY_VIOLATION;
+    this.why = why;
+  }
+
+  /** closeReason is the reason the client closes with, within the 123-byte limit. */
+  get closeReason() {
+    return truncateReason(`malformed ${RESUME_SUBPROTOCOL} message: ${this.why}`);
+  }
+}
+
+/**
+ * GapError reports a hole in a resumed stream; onGap receives it, in order
+ * with the messages. reason is "too-old", "reset" or "no-resume"; from is
+ * the first sequence that may be missing and next the one delivery
+ * continues with (0 when unknown).
+ */
+export class GapError extends Error {
+  constructor(reason, from, next) {
+    let msg;
+    if (reason === "too-old") {
+      const what = next - from === 1 ? `message ${from} is` : `messages ${from}–${next - 1} (${next - from}) are`;
+      msg = `ebb: ${what} lost (no longer in the server's history); delivery continues with ${next}`;
+    } else if (reason === "reset") {
+      msg = `ebb: the server's numbering restarted at ${next}, below the ${from} the client asked for: its history was reset (a restart without its store?); messages from ${from} on in the old numbering may be lost; delivery continues with ${next}`;
+    } else if (next === 0) {
+      msg = `ebb: the server did not select the subprotocol ${RESUME_SUBPROTOCOL}, so messages published while the client was away${from > 0 ? ` (from ${from} on)` : ""} cannot be asked for and may be lost; the messages that follow are plain: enable resume on the server`;
+    } else {
+      msg = `ebb: the connection ended before the client learned its position, so messages before ${next} published while it was away may be lost; delivery continues with ${next}`;
+    }
+    super(msg);
+    this.name = "GapError";
+    this.reason = reason;
+    this.from = from;
+    this.next = next;
+  }
+}
+
+const textDecoder = new TextDecoder("utf-8");
+
+function isDigit(c) {
+  return c >= 0x30 && c <= 0x39;
+}
+
+// parseSeq parses a sequence from char codes: decimal, ≥ 1, no leading
+// zeros, at most Number.MAX_SAFE_INTEGER. It returns [n, ""] or [0, why].
+function parseSeq(codes) {
+  if (codes.length === 0) return [0, "empty, want a decimal sequence ≥ 1"];
+  let n = 0;
+  for (const c of codes) {
+    if (!isDigit(c)) return [0, "not a decimal number"];
+    n = n * 10 + (c - 0x30);
+  }
+  if (!Number.isSafeInteger(n)) return [0, `larger than ${Number.MAX_SAFE_INTEGER}, which ebb.js cannot count exactly`];
+  if (n === 0) return [0, "sequences start at 1"];
+  if (codes[0] === 0x30) return [0, "leading zero"];
+  return [n, ""];
+}
+
+function codesOf(s) {
+  const out = [];
+  for (let i = 0; i < s.length; i++) out.push(s.charCodeAt(i));
+  return out;
+}
+
+/**
+ * parseResumeMessage decodes a message of ebb.resume.v1, as Go's
+ * reconnect.ParseResumeMessage does: a string (text frame) or an
+ * ArrayBuffer/typed array (binary frame). It returns {kind: "data", seq,
+ * payload} (payload a string or an ArrayBuffer), {kind: "gap", from, next},
+ * {kind: "live", next} or {kind: "other", word}, and throws a
+ * MalformedResumeError for anything else.
+ */
+export function parseResumeMessage(data) {
+  const text = typeof data === "string";
+  let bytes = null;
+  if (!text) {
+    if (data instanceof ArrayBuffer) bytes = new Uint8Array(data);
+    else if (ArrayBuffer.isView(data)) bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    else throw new TypeError("ebb: parseResumeMessage wants a string or an ArrayBuffer");
+  }
+  const length = text ? data.length : bytes.length;
+  const at = (i) => (text ? data.charCodeAt(i) : bytes[i]);
+  const fail = (why) => {
+    const head = text ? data.slice(0, 32) : textDecoder.decode(bytes.subarray(0, 32));
+    throw new MalformedResumeError(text ? "text" : "binary", head, length, why);
+  };
+  if (length === 0) fail('empty message: want a sequence and a newline before the payload, or a text control starting with "!"');
+  const c = at(0);
+  if (isDigit(c)) {
+    let nl = 1;
+    while (nl < length && nl <= MAX_SEQ_DIGITS && isDigit(at(nl))) nl++;
+    const digits = [];
+    for (let i = 0; i < nl; i++) digits.push(at(i));
+    const seqText = String.fromCharCode(...digits);
+    if (nl > MAX_SEQ_DIGITS) fail(`sequence of more than ${MAX_SEQ_DIGITS} digits: ebb.js counts up to ${Number.MAX_SAFE_INTEGER}`);
+    if (nl === length) fail(`sequence ${JSON.stringify(seqText)} is not followed by a newline: want the sequence, a newline, then the payload`);
+    if (at(nl) !== 0x0a) fail(`sequence ${JSON.stringify(seqText)} is followed by ${JSON.stringify(String.fromCharCode(at(nl)))}: want a newline, then the payload`);
+    const [seq, why] = parseSeq(digits);
+    if (why) fail(`sequence ${JSON.stringify(seqText)}: ${why}`);
+    const payload = text ? data.slice(nl + 1) : bytes.slice(nl + 1).buffer;
+    return { kind: "data", seq, payload };
+  }
+  if (c !== 0x21) {
+    fail(`starts with ${JSON.stringify(String.fromCharCode(c))}: want a decimal sequence (data) or "!" (a text control)`);
+  }
+  if (!text) fail('a control message in a binary frame: controls ("!…") are text');
+  const sp = data.indexOf(" ");
+  const word = sp < 0 ? data.slice(1) : data.slice(1, sp);
+  const args = sp < 0 ? "" : data.slice(sp + 1);
+  if (word === "gap") {
+    const i = args.indexOf(" ");
+    if (i < 0) fail('want "!gap <from> <next>", two sequences after the word');
+    const a = args.slice(0, i);
+    const b = args.slice(i + 1);
+    const [from, whyA] = parseSeq(codesOf(a));
+    if (whyA) fail(`!gap from ${JSON.stringify(a)}: ${whyA}`);
+    const [next, whyB] = parseSeq(codesOf(b));
+    if (whyB) fail(`!gap next ${JSON.stringify(b)}: ${whyB}`);
+    if (next <= from) fail(`!gap ${from} ${next}: want from < next (the gap is from … next-1)`);
+    return { kind: "gap", from, next };
+  }
+  if (word === "live") {
+    const [next, why] = parseSeq(codesOf(args));
+    if (why) fail(`!live next ${JSON.stringify(args)}: ${why}; want "!live <next>"`);
+    return { kind: "live", next };
+  }
+  if (word === "") fail('no word after "!": want "!gap <from> <next>", "!live <next>" or another word');
+  return { kind: "other", word: word.slice(0, 64) };
+}
+
 /** missingExtensions returns the required extension names absent from a Sec-WebSocket-Extensions value. */
 export function missingExtensions(required, answered) {
   const accepted = new Set(
@@ -350,7 +526,12 @@ export function describe(e) {
   switch (e.state) {
     case State.CONNECTING:
     case State.OPEN:
-      if (e.attempt > 0) s += ` (attempt ${e.attempt})`;
+      if (e.attempt > 0 && e.from > 0) s += ` (attempt ${e.attempt}, resuming from ${e.from})`;
+      else if (e.attempt > 0) s += ` (attempt ${e.attempt})`;
+      else if (e.from > 0) s += ` (resuming from ${e.from})`;
+      if (e.state === State.OPEN && e.resume === "refused") {
+        s += `: the server did not select ${RESUME_SUBPROTOCOL} (selected ${e.protocol ? JSON.stringify(e.protocol) : "none"}): messages are plain and nothing missed can be resumed`;
+      }
       break;
     case State.CLOSED:
       if (e.code) s += `: ${e.code} ${lookup(e.code).name}`;
@@ -403,7 +584,11 @@ function resolveURL(url) {
  *   application(code, reason) → boolean   the Policy (see Policy)
  *   queueMessages, queueBytes   bounds of the queue used while down (0: defaults; negative: no queue)
  *   binaryType      "blob" (default) or "arraybuffer"
+ *   resume          true or {from}: resume a broadcast with ebb.resume.v1 (see the top of this file);
+ *                   from is the first sequence wanted on the first connection (e.g. a saved lastSeq + 1)
  *   onMessage(data, event)     every message, from every connection, in order
+ *   onGap(gap)      a GapError where a resumed stream has a hole, in order with onMessage
+ *                   (default: console.warn)
  *   onEvent(event)  every state change, synchronously; exceptions it throws are re-thrown asynchronously
  *   onConnect(ws)   runs on each new connection before the queue is flushed (re-subscribe here);
  *                   may return a Promise; a throw or rejection closes the connection and counts as a
@@ -411,8 +596,11 @@ function resolveURL(url) {
  *   WebSocket, random, now, setTimeout, clearTimeout   injectable for tests
  *
  * An event is {state, time, attempt, code, reason, remote, delay, hinted,
- * decision, error, unsent}; which fields are set depends on state, as in the
- * Go package's Event.
+ * decision, error, unsent, from, resume, protocol}; which fields are set
+ * depends on state, as in the Go package's Event. from (connecting, open) is
+ * the sequence a resuming client asked for (0: live only); resume (open) is
+ * "off", "accepted" or "refused"; protocol (open) is the subprotocol the
+ * server selected.
  */
 export class Client {
   #url;
@@ -424,6 +612,7 @@ export class Client {
   #maxBytes;
   #binaryType;
   #onMessage;
+  #onGap;
   #onEvent;
   #onConnect;
   #WS;
@@ -443,14 +632,40 @@ export class Client {
   #openedOnce = false;
   #ready = [];
 
+  // Resume: #resume is on; #known says #last (the last sequence
+  // delivered) is valid; #wsResume is the current connection's status;
+  // #reconnected says an earlier connection was open.
+  #resume = false;
+  #known = false;
+  #last = 0;
+  #live = false;
+  #wsResume = "off";
+  #reconnected = false;
+
   constructor(url, options = {}) {
     this.#url = resolveURL(url);
     const o = options;
-    this.#protocols = o.protocols || [];
+    this.#protocols = [...(o.protocols || [])];
+    if (o.resume) {
+      const from = o.resume === true ? 0 : o.resume.from || 0;
+      if (!Number.isSafeInteger(from) || from < 0) {
+        throw new TypeError(`ebb: resume.from is ${JSON.stringify(from)}: want the sequence of the first message wanted, an integer ≥ 1 (or 0 for live messages only)`);
+      }
+      if (new URL(this.#url).searchParams.has(RESUME_FROM_PARAM)) {
+        throw new TypeError(`ebb: URL ${JSON.stringify(url)} already has the query parameter ${RESUME_FROM_PARAM}, which a resuming client sets itself on every connection: remove it and pass resume: {from} instead`);
+      }
+      this.#resume = true;
+      this.#protocols = [RESUME_SUBPROTOCOL, ...this.#protocols.filter((p) => p !== RESUME_SUBPROTOCOL)];
+      if (from > 0) {
+        this.#known = true;
+        this.#last = from - 1;
+      }
+    }
     this.#require = [...(o.require || [])];
     this.#policy = new Policy(o);
     this.#binaryType = o.binaryType || "blob";
     this.#onMessage = o.onMessage || null;
+    this.#onGap = o.onGap || null;
     this.#onEvent = o.onEvent || null;
     this.#onConnect = o.onConnect || null;
     this.#WS = o.WebSocket || globalThis.WebSocket;
@@ -469,6 +684,16 @@ export class Client {
   /** state is the current state (see State). */
   get state() {
     return this.#state;
+  }
+
+  /** lastSeq is the sequence of the last message (or gap end) a resuming client delivered, or 0. */
+  get lastSeq() {
+    return this.#known ? this.#last : 0;
+  }
+
+  /** live reports that the current connection of a resuming client has replayed what it missed ("!live"). */
+  get live() {
+    return this.#live;
   }
 
   /** error is the reason the client stopped, or null while it runs. */
@@ -549,6 +774,7 @@ export class Client {
     const ws = this.#ws;
     this.#ws = null;
     this.#direct = false;
+    this.#live = false;
     if (this.#timer !== null) {
       this.#clearTimeout(this.#timer);
       this.#timer = null;
@@ -571,11 +797,14 @@ export class Client {
   #connect() {
     this.#timer = null;
     if (this.#stopped) return;
-    this.#emit({ state: State.CONNECTING, attempt: this.#attempt });
+    const from = this.#resume && this.#known && this.#last < Number.MAX_SAFE_INTEGER ? this.#last + 1 : 0;
+    this.#emit({ state: State.CONNECTING, attempt: this.#attempt, from });
     if (this.#stopped) return; // onEvent may have closed the client
+    let url = this.#url;
+    if (from > 0) url += `${new URL(url).search ? "&" : "?"}${RESUME_FROM_PARAM}=${from}`;
     let ws;
     try {
-      ws = this.#protocols.length ? new this.#WS(this.#url, this.#protocols) : new this.#WS(this.#url);
+      ws = this.#protocols.length ? new this.#WS(url, this.#protocols) : new this.#WS(url);
     } catch (err) {
       // A URL or subprotocol the browser refuses: retrying repeats it.
       const d = this.#policy.decide(1002, "");
@@ -584,11 +813,40 @@ export class Client {
       this.#after({ code: 0, reason: "", remote: false, decision: d, error: err });
       return;
     }
-    ws.binaryType = this.#binaryType;
+    // A resuming client reads binary envelopes as ArrayBuffers, synchronously,
+    // and hands payloads over in the binaryType the application asked for.
+    ws.binaryType = this.#resume ? "arraybuffer" : this.#binaryType;
     this.#ws = ws;
-    ws.onopen = () => this.#opened(ws);
+    ws.onopen = () => this.#opened(ws, from);
+    // Messages that need an async step (a Blob to read) and those after
+    // them go through chain, so that the order never changes.
+    let chain = Promise.resolve();
+    let pending = 0;
     ws.onmessage = (ev) => {
-      if (ws === this.#ws && this.#onMessage) this.#onMessage(ev.data, ev);
+      if (ws !== this.#ws) return;
+      if (this.#wsResume !== "accepted") {
+        if (this.#onMessage) this.#onMessage(ev.data, ev);
+        return;
+      }
+      const d = ev.data;
+      const blob = typeof Blob !== "undefined" && d instanceof Blob;
+      if (pending === 0 && !blob) {
+        this.#resumed(ws, d, ev);
+        return;
+      }
+      pending++;
+      chain = chain.then(async () => {
+        try {
+          const data = blob ? await d.arrayBuffer() : d;
+          if (ws === this.#ws) this.#resumed(ws, data, ev);
+        } catch (err) {
+          queueMicrotask(() => {
+            throw err;
+          });
+        } finally {
+          pending--;
+        }
+      });
     };
     ws.onerror = () => {}; // the close event follows and carries all a browser reveals
     ws.onclose = (ev) => {
@@ -600,7 +858,7 @@ export class Client {
     };
   }
 
-  async #opened(ws) {
+  async #opened(ws, from) {
     if (ws !== this.#ws) return;
     const missing = missingExtensions(this.#require, ws.extensions);
     if (missing.length > 0) {
@@ -615,11 +873,18 @@ export class Client {
     this.#schedule.opened(this.#now());
     const first = !this.#openedOnce;
     this.#openedOnce = true;
-    this.#emit({ state: State.OPEN, attempt: this.#attempt });
+    this.#reconnected = !first;
+    this.#wsResume = !this.#resume ? "off" : ws.protocol === RESUME_SUBPROTOCOL ? "accepted" : "refused";
+    this.#emit({ state: State.OPEN, attempt: this.#attempt, from, resume: this.#wsResume, protocol: ws.protocol || "" });
     if (first) {
       for (const r of this.#ready.splice(0)) r.resolve(this);
     }
     if (ws !== this.#ws) return; // onEvent may have closed the client
+    if (this.#wsResume === "refused" && (this.#known || this.#reconnected)) {
+      // Plain messages follow: what was published while away cannot be asked for.
+      this.#gap(new GapError("no-resume", this.#known ? this.#last + 1 : 0, 0));
+      if (ws !== this.#ws) return;
+    }
     if (this.#onConnect) {
       try {
         await this.#onConnect(ws);
@@ -642,6 +907,70 @@ export class Client {
       ws.send(m.data);
     }
     this.#direct = ws.readyState === OPEN;
+  }
+
+  // resumed acts on one message of a resuming connection: it delivers data
+  // that is not a duplicate, reports gaps, and records "!live".
+  #resumed(ws, data, ev) {
+    let m;
+    try {
+      m = parseResumeMessage(data);
+    } catch (err) {
+      if (!(err instanceof MalformedResumeError)) throw err;
+      // A browser cannot send 1008: close with 1000 and the reason, report 1008.
+      this.#detach();
+      ws.close(1000, err.closeReason);
+      const d = {
+        retry: false, retryClass: "permanent", code: POLICY_VIOLATION, reason: err.closeReason, hint: 0,
+        why: `the server sent a malformed ${RESUME_SUBPROTOCOL} message, so the client closed the connection; a new connection would replay it: fix the server`,
+      };
+      this.#after({ code: POLICY_VIOLATION, reason: err.closeReason, remote: false, decision: d, error: err });
+      return;
+    }
+    const known = this.#known;
+    const last = this.#last;
+    switch (m.kind) {
+      case "data": {
+        if (known && m.seq <= last) return; // a duplicate across a reconnection
+        this.#known = true;
+        this.#last = m.seq;
+        if (!this.#onMessage) return;
+        let payload = m.payload;
+        if (typeof payload !== "string" && this.#binaryType === "blob" && typeof Blob !== "undefined") payload = new Blob([payload]);
+        this.#onMessage(payload, ev);
+        return;
+      }
+      case "gap":
+        if (known && m.next - 1 <= last) return; // ends before anything not yet delivered
+        this.#gap(new GapError("too-old", known && m.from <= last ? last + 1 : m.from, m.next));
+        return;
+      case "live":
+        this.#live = true;
+        if (!known && this.#reconnected) {
+          // An earlier connection ended before the client learned its position.
+          this.#gap(new GapError("no-resume", 0, m.next));
+        } else if (!known) {
+          this.#known = true;
+          this.#last = m.next - 1;
+        } else if (m.next <= last) {
+          // The server's numbering restarted; without moving back, every new
+          // message would be dropped as a duplicate.
+          this.#gap(new GapError("reset", last + 1, m.next));
+        }
+        return;
+      default:
+        return; // a control of a later version: ignored
+    }
+  }
+
+  // gap moves the position past a hole and reports it.
+  #gap(g) {
+    if (g.next > 0) {
+      this.#known = true;
+      this.#last = g.next - 1;
+    }
+    if (this.#onGap) this.#onGap(g);
+    else console.warn(g.message);
   }
 
   // after reports how a connection or attempt ended and schedules the next.

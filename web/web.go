@@ -3,6 +3,14 @@
 // backoff, retry-hint and close-code rules as the Go package reconnect, and
 // closecodes.gen.js, its close-code table generated from package closecode.
 // Both are embedded, so the ebb binary can serve them.
+//
+// With its resume option, ebb.js follows a broadcast across reconnections
+// with ebb's resume protocol (the subprotocol "ebb.resume.v1", as
+// reconnect.Options.Resume does in Go): it asks each new connection for
+// the messages after the last one it delivered, strips their sequence
+// numbers, drops duplicates, and reports every gap to the application
+// (onGap). testdata/resume_vectors.json holds the test vectors that keep
+// its parser and Go's reconnect.ParseResumeMessage in agreement.
 package web
 
 //go:generate go run gen.go

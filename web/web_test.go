@@ -3,6 +3,7 @@ package web
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -15,7 +16,9 @@ import (
 	"time"
 
 	"github.com/ebb-ws/ebb/closecode"
+	"github.com/ebb-ws/ebb/reconnect"
 	"github.com/ebb-ws/ebb/web/internal/closecodejs"
+	"github.com/ebb-ws/ebb/websocket"
 )
 
 // TestCloseCodesUpToDate fails when closecodes.gen.js no longer matches
@@ -255,4 +258,87 @@ func TestDashboardUnderNode(t *testing.T) {
 	if !bytes.Contains(out, []byte("# fail 0")) {
 		t.Fatalf("node --test dashboard_test.mjs did not report its results:\n%s", out)
 	}
+}
+
+// resumeVector is one entry of testdata/resume_vectors.json, which
+// ebb_test.mjs checks against ebb.js's parser too: Go and the browser
+// client read ebb.resume.v1 the same way.
+type resumeVector struct {
+	Name  string `json:"name"`
+	Type  string `json:"type"`
+	Data  string `json:"data"`
+	Error string `json:"error"`
+	Want  *struct {
+		Kind    string `json:"kind"`
+		Seq     uint64 `json:"seq"`
+		From    uint64 `json:"from"`
+		Next    uint64 `json:"next"`
+		Payload string `json:"payload"`
+		Word    string `json:"word"`
+	} `json:"want"`
+}
+
+// bytesOf encodes a vector's data: UTF-8 for text, one byte per code
+// point (0–255) for binary.
+func bytesOf(t *testing.T, v resumeVector) []byte {
+	t.Helper()
+	if v.Type == "text" {
+		return []byte(v.Data)
+	}
+	var b []byte
+	for _, r := range v.Data {
+		if r > 255 {
+			t.Fatalf("vector %q: binary data has code point %U > 255", v.Name, r)
+		}
+		b = append(b, byte(r))
+	}
+	return b
+}
+
+func TestResumeVectorsGo(t *testing.T) {
+	t.Parallel()
+	src, err := os.ReadFile("testdata/resume_vectors.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file struct {
+		Vectors []resumeVector `json:"vectors"`
+	}
+	if err := json.Unmarshal(src, &file); err != nil {
+		t.Fatal(err)
+	}
+	if len(file.Vectors) < 20 {
+		t.Fatalf("only %d vectors in testdata/resume_vectors.json", len(file.Vectors))
+	}
+	for _, v := range file.Vectors {
+		typ := websocket.MessageText
+		if v.Type == "binary" {
+			typ = websocket.MessageBinary
+		}
+		m, err := reconnect.ParseResumeMessage(typ, bytesOf(t, v))
+		if v.Want == nil {
+			if err == nil || v.Error == "" || !strings.Contains(err.Error(), v.Error) {
+				t.Errorf("%s: Go parsed %+v, %v; want an error containing %q", v.Name, m, err, v.Error)
+			}
+			continue
+		}
+		w := v.Want
+		payload := string(m.Payload)
+		if typ == websocket.MessageBinary {
+			payload = string(bytesToRunes(m.Payload))
+		}
+		if err != nil || m.Kind.String() != w.Kind || m.Seq != w.Seq || m.From != w.From || m.Next != w.Next || payload != w.Payload || m.Word != w.Word {
+			t.Errorf("%s: Go parsed %+v, %v; want %+v", v.Name, m, err, *w)
+		}
+	}
+}
+
+// bytesToRunes maps each byte to the code point of the same value, the
+// vectors' spelling of binary data.
+func bytesToRunes(b []byte) []rune {
+	r := make([]rune, len(b))
+	for i, c := range b {
+		r[i] = rune(c)
+	}
+	return r
 }
