@@ -59,13 +59,13 @@ func measureCluster(cfg Config, res *results) error {
 			if err != nil {
 				return err
 			}
-			systems = append(systems, &ebbSys{bin: bin})
+			systems = append(systems, &ebbSys{bin: bin, lib: cfg.EbbClient == "reconnect"})
 		case "ebb-stub":
 			exe, err := os.Executable()
 			if err != nil {
 				return err
 			}
-			systems = append(systems, &ebbSys{bin: exe, stub: true})
+			systems = append(systems, &ebbSys{bin: exe, stub: true, lib: cfg.EbbClient == "reconnect"})
 		case "centrifugo", "centrifugo-redis":
 			bin, err := buildCentrifugo(ctx, cfg.BinDir)
 			if err != nil {
@@ -259,8 +259,17 @@ func clusterOnce(cfg Config, res *results, rep int, sys clusterSys) (err error) 
 		"max lost per client":     float64(loss.MaxLost),
 		"dup by id":               float64(loss.DupByID),
 		"dup by seq":              float64(loss.DupBySeq),
+		"lost by seq":             float64(loss.SkippedBySeq + loss.GapMessages),
 		"gap notices":             float64(loss.GapNotices),
 		"gave up":                 float64(loss.GaveUp),
+	}
+	switch {
+	case sys.Name() == "centrifugo":
+		// Centrifugo's NATS broker gives publications no offsets.
+		m["dup by seq"], m["lost by seq"] = math.NaN(), math.NaN()
+	case sys.Proto() == fanout.EbbLib:
+		// reconnect.Client drops duplicates itself and reports gaps.
+		m["dup by seq"] = math.NaN()
 	}
 	cs := clusterCase(cfg)
 	res.add("cluster", sys.Name(), cs, m)

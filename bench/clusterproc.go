@@ -429,6 +429,7 @@ func redisVersion() string {
 type ebbSys struct {
 	bin   string
 	stub  bool     // run bench's stand-in (bench ebbstub) instead of ebb serve
+	lib   bool     // clients are reconnect.Client with Resume, not the neutral client
 	extra []string // flags ebb serve was found to take (see ebbClusterFlags)
 	ports []int
 	nodes []*nodeProc
@@ -448,15 +449,28 @@ func (e *ebbSys) Version() string {
 	return "working tree, ebb serve --cluster"
 }
 
-func (e *ebbSys) Proto() fanout.Protocol                { return fanout.Ebb }
+func (e *ebbSys) Proto() fanout.Protocol {
+	if e.lib {
+		return fanout.EbbLib
+	}
+	return fanout.Ebb
+}
+
+// clients says which client the ebb row used.
+func (e *ebbSys) clients() string {
+	if e.lib {
+		return " Clients: ebb's own Go client, reconnect.Client with Options.Resume (ebb.resume.v1, ?from=, duplicates dropped by the client, so 'dup by seq' is not counted) and the default policy of a persistent link; each attempt routed to a node through DialOptions.NetDialContext."
+	}
+	return " Clients: bench's neutral hand-framed client speaking ebb.resume.v1, with ebb's reconnect policy (reconnect.Schedule, persistent link)."
+}
 func (e *ebbSys) NewPolicy(now time.Time) fanout.Policy { return fanout.NewEbbPolicy(now) }
 func (e *ebbSys) Nodes() []*nodeProc                    { return e.nodes }
 
 func (e *ebbSys) About() string {
 	if e.stub {
-		return "bench ebbstub: a stand-in node written on package cluster and package websocket (resume protocol, publish on receive, SIGTERM: 503 to new clients, 1012 spread over 5 s), on the harness's nats-server. Not ebb serve (no shed, no drain turns): it checks the harness, its figures are not ebb's."
+		return "bench ebbstub: a stand-in node written on package cluster and package websocket (resume protocol, publish on receive, SIGTERM: 503 to new clients, 1012 spread over 5 s), on the harness's nats-server. Not ebb serve (no shed, no drain turns): it checks the harness, its figures are not ebb's." + e.clients()
 	}
-	return "`ebb serve --cluster` nodes on the harness's nats-server (--nats; the broadcast history lives in its JetStream, which is not restarted), default limits and drain (SIGTERM: 1012 spread over the drain window, new clients refused meanwhile). Clients use the resume protocol (ebb.resume.v1, ?from=) and ebb's reconnect policy."
+	return "`ebb serve --cluster` nodes on the harness's nats-server (--nats; the broadcast history lives in its JetStream, which is not restarted), default limits and drain (SIGTERM: 1012 spread over the drain window, new clients refused meanwhile)." + e.clients()
 }
 
 func (e *ebbSys) Endpoints() []fanout.Endpoint {

@@ -77,6 +77,7 @@ Flags:
 	clusterClients := fs.Int("cluster-clients", 0, "cluster: subscribers spread over the 3 nodes (default 300; quick 60)")
 	clusterRate := fs.Float64("cluster-rate", 0, "cluster: messages published per second (default 100; quick 50)")
 	clusterSteady := fs.Duration("cluster-steady", 0, "cluster: length of the steady phase (default 10s; quick 3s)")
+	ebbClient := fs.String("ebb-client", "reconnect", "cluster: ebb's clients: reconnect (ebb's own Go client, reconnect.Client with Resume) or neutral (bench's hand-framed client with ebb's reconnect policy)")
 	binDir := fs.String("bin", ".bin", "cluster: directory for the built ebb and Centrifugo binaries (Centrifugo is built once and kept)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -141,7 +142,10 @@ Flags:
 		cfg.ClusterClients, cfg.ClusterRate, cfg.ClusterSteady = 60, 50, 3*time.Second
 		cfg.ClusterSettle, cfg.ClusterTail, cfg.ClusterDrainWait = 500*time.Millisecond, time.Second, time.Second
 	}
-	cfg.ClusterSystems, cfg.BinDir = strings.Split(*clusterSys, ","), *binDir
+	cfg.ClusterSystems, cfg.BinDir, cfg.EbbClient = strings.Split(*clusterSys, ","), *binDir, *ebbClient
+	if cfg.EbbClient != "reconnect" && cfg.EbbClient != "neutral" {
+		return fmt.Errorf("bench: --ebb-client %q: want reconnect or neutral", cfg.EbbClient)
+	}
 	if err := validSystems(cfg.ClusterSystems); err != nil {
 		return err
 	}

@@ -57,6 +57,7 @@ type Config struct {
 	ClusterSettle    time.Duration // pause between two nodes' restarts
 	ClusterTail      time.Duration // publishing after the last node
 	ClusterDrainWait time.Duration // after the publisher stops, before counting
+	EbbClient        string        // "reconnect" (reconnect.Client with Resume) or "neutral"
 	BinDir           string
 }
 

@@ -76,6 +76,10 @@ func (c *Client) Run(ctx context.Context) {
 		c.mu.Unlock()
 	})
 	defer stop()
+	if c.Proto == EbbLib {
+		c.runLib(ctx)
+		return
+	}
 	node := c.Home
 	for ctx.Err() == nil {
 		delay, ok := c.once(ctx, node)
@@ -109,11 +113,7 @@ func (c *Client) once(ctx context.Context, node int) (time.Duration, bool) {
 			target = ResumeTarget(ep.Path, c.lastSeq+1)
 		}
 	}
-	limit := c.DialLimit
-	if limit <= 0 {
-		limit = 5 * time.Second
-	}
-	dctx, cancel := context.WithTimeout(ctx, limit)
+	dctx, cancel := context.WithTimeout(ctx, c.dialLimit())
 	conn, err := wsclient.Dial(dctx, ep.Host, wsclient.RequestTo(ep.Host, target, "", proto), 16<<10)
 	cancel()
 	if err != nil {
@@ -177,6 +177,13 @@ func (c *Client) once(ctx context.Context, node int) (time.Duration, bool) {
 		return c.Policy.Refused(time.Now(), 0, "")
 	}
 	return c.Policy.Closed(time.Now(), code, reason)
+}
+
+func (c *Client) dialLimit() time.Duration {
+	if c.DialLimit <= 0 {
+		return 5 * time.Second
+	}
+	return c.DialLimit
 }
 
 // setupError is a subscription refused by the protocol (a Centrifugo

@@ -146,6 +146,48 @@ func TestEbbClientResumes(t *testing.T) {
 	}
 }
 
+// TestEbbLibClientResumes runs ebb's own client (reconnect.Client with
+// Resume) through the same script: it resumes from 7 after the 1012, drops
+// the duplicate itself and reports the gap.
+func TestEbbLibClientResumes(t *testing.T) {
+	srv := &scriptServer{t: t, proto: ResumeProtocol, done: make(chan struct{})}
+	srv.scripts = []func(context.Context, *websocket.Conn, *http.Request) error{
+		func(ctx context.Context, c *websocket.Conn, r *http.Request) error {
+			if err := send(ctx, c, "!live 5", data(5, 1), data(6, 2)); err != nil {
+				return err
+			}
+			return c.Close(closecode.ServiceRestart, "draining")
+		},
+		func(ctx context.Context, c *websocket.Conn, r *http.Request) error {
+			if err := send(ctx, c, data(6, 2), data(7, 3), "!gap 8 10", "!live 10", data(10, 4)); err != nil {
+				return err
+			}
+			// Let the client read everything before the connection ends.
+			time.Sleep(100 * time.Millisecond)
+			return c.Close(closecode.TryAgainLater, "busy")
+		},
+	}
+	c, st := runClient(t, srv, EbbLib, "/broadcast")
+	if err := c.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if srv.queries[0] != "" || srv.queries[1] != "from=7" {
+		t.Errorf("queries = %q, want \"\" then from=7", srv.queries[:2])
+	}
+	for _, id := range []uint64{1, 2, 3, 4} {
+		if !c.seen.has(id) {
+			t.Errorf("payload %d not delivered", id)
+		}
+	}
+	if c.dupID != 0 || c.gaps != 1 || c.gapMsgs != 2 {
+		t.Errorf("dupID %d gaps %d gapMsgs %d; want 0 1 2", c.dupID, c.gaps, c.gapMsgs)
+	}
+	ended, _ := st.Codes(PhaseSteady)
+	if ended["1012"] != 1 || ended["1013"] != 1 {
+		t.Errorf("ended = %v, want one 1012 and one 1013", ended)
+	}
+}
+
 func TestEbbClientNeedsSubprotocol(t *testing.T) {
 	srv := &scriptServer{t: t, done: make(chan struct{})}
 	srv.scripts = []func(context.Context, *websocket.Conn, *http.Request) error{
