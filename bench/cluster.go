@@ -156,9 +156,11 @@ func clusterOnce(cfg Config, res *results, rep int, sys clusterSys) (err error) 
 	defer func() { stopPub(); <-pubDone }()
 
 	progress("cluster %d/%d %-16s %d clients subscribed; steady phase %v at %g msgs/s", rep+1, cfg.Reps, sys.Name(), len(clients), cfg.ClusterSteady, cfg.ClusterRate)
-	cpu0, t0 := nodesCPU(sys), time.Now()
+	sent0, _ := pub.Sent()
+	cpu0, ccpu0, t0 := nodesCPU(sys), cpuNanos(), time.Now()
 	time.Sleep(cfg.ClusterSteady)
-	cpu1, t1 := nodesCPU(sys), time.Now()
+	cpu1, ccpu1, t1 := nodesCPU(sys), cpuNanos(), time.Now()
+	sent1, _ := pub.Sent()
 
 	// Rolling restart.
 	restartAt := time.Now()
@@ -243,6 +245,8 @@ func clusterOnce(cfg Config, res *results, rep int, sys clusterSys) (err error) 
 		"fan-out p99.9 ms":        ms(lat.ValueAtQuantile(99.9)),
 		"fan-out samples":         float64(lat.TotalCount()),
 		"nodes CPU %":             float64(cpu1-cpu0) / float64(t1.Sub(t0)) * 100,
+		"client CPU %":            float64(ccpu1-ccpu0) / float64(t1.Sub(t0)) * 100,
+		"publish msgs/s":          float64(sent1-sent0) / t1.Sub(t0).Seconds(),
 		"restart delivery p50 ms": ms(rlat.ValueAtQuantile(50)),
 		"restart delivery p99 ms": ms(rlat.ValueAtQuantile(99)),
 		"disconnects":             float64(lost),
@@ -275,8 +279,8 @@ func clusterOnce(cfg Config, res *results, rep int, sys clusterSys) (err error) 
 	res.add("cluster", sys.Name(), cs, m)
 	res.addDetail(&ClusterDetail{System: sys.Name(), Case: cs, Rep: rep, About: sys.About(), Steady: steadyEnded, Ended: ended,
 		Refused: refused, Timeline: tl, Nodes: nodes, Loss: loss}, sys.Name(), sys.Version())
-	progress("cluster %d/%d %-16s fan-out p50 %.2f ms p99 %.2f ms p99.9 %.2f ms (%d samples, nodes CPU %.0f%%); restart: %d disconnects (%s), %d attempts (%d failed: %s), peak %d/s, all back %.1fs; published %d (sent %d, %d failed), lost %d over %d clients (max %d), dup id %d seq %d, gap notices %d, gave up %d",
-		rep+1, cfg.Reps, sys.Name(), m["fan-out p50 ms"], m["fan-out p99 ms"], m["fan-out p99.9 ms"], lat.TotalCount(), m["nodes CPU %"],
+	progress("cluster %d/%d %-16s fan-out p50 %.2f ms p99 %.2f ms p99.9 %.2f ms (%d samples, %.0f msgs/s published, nodes CPU %.0f%%, client CPU %.0f%%); restart: %d disconnects (%s), %d attempts (%d failed: %s), peak %d/s, all back %.1fs; published %d (sent %d, %d failed), lost %d over %d clients (max %d), dup id %d seq %d, gap notices %d, gave up %d",
+		rep+1, cfg.Reps, sys.Name(), m["fan-out p50 ms"], m["fan-out p99 ms"], m["fan-out p99.9 ms"], lat.TotalCount(), m["publish msgs/s"], m["nodes CPU %"], m["client CPU %"],
 		lost, fanout.FormatCodes(ended), attempts, refusedN, fanout.FormatCodes(refused), peak, allBack,
 		loss.Published, sent, failed, loss.Lost, loss.ClientsLosing, loss.MaxLost, loss.DupByID, loss.DupBySeq, loss.GapNotices, loss.GaveUp)
 	if len(steadyEnded) > 0 {

@@ -344,6 +344,7 @@ func centrifugoConfig(port int, natsURL, redisAddr string) map[string]any {
 }
 
 func (c *centrifugoSys) Start(env *clusterEnv) error {
+	c.nodes, c.rproc = nil, nil // a system runs once per repetition
 	var err error
 	if c.ports, err = freePorts(3); err != nil {
 		return err
@@ -519,6 +520,7 @@ func ebbClusterFlags(help, cluster, natsURL string, i int) ([]string, error) {
 }
 
 func (e *ebbSys) Start(env *clusterEnv) error {
+	e.nodes = nil // a system runs once per repetition
 	var out []byte
 	if !e.stub {
 		out, _ = exec.Command(e.bin, "serve", "--help").CombinedOutput()

@@ -165,6 +165,45 @@ func TestParseCent(t *testing.T) {
 	}
 }
 
+func TestCentFastPub(t *testing.T) {
+	for _, tc := range []struct {
+		in     string
+		data   string
+		offset uint64
+		ok     bool
+	}{
+		{`{"push":{"channel":"bench","pub":{"data":{"i":1,"t":2},"offset":7}}}`, `{"i":1,"t":2}`, 7, true},
+		{`{"push":{"channel":"bench","pub":{"data":{"i":1,"t":2,"p":"x}{\"y"}}}}`, `{"i":1,"t":2,"p":"x}{\"y"}`, 0, true},
+		{`{"push":{"channel":"a","pub":{"data":{"n":{"m":1}},"offset":12}}}`, `{"n":{"m":1}}`, 12, true},
+		// Anything else falls back to encoding/json.
+		{`{"push":{"channel":"a","pub":{"data":{"i":1},"info":{"user":"u"},"offset":3}}}`, "", 0, false},
+		{`{"push":{"channel":"a","pub":{"data":"text","offset":3}}}`, "", 0, false},
+		{`{"push":{"channel":"a\"b","pub":{"data":{},"offset":3}}}`, "", 0, false},
+		{`{"push":{"channel":"a","pub":{"data":{"i":1},"offset":x}}}`, "", 0, false},
+		{`{"push":{"channel":"a","pub":{"data":{"i":1`, "", 0, false},
+		{`{"id":1,"connect":{}}`, "", 0, false},
+	} {
+		data, off, ok := centFastPub([]byte(tc.in))
+		if ok != tc.ok || string(data) != tc.data || off != tc.offset {
+			t.Errorf("centFastPub(%s) = %s, %d, %v; want %s, %d, %v", tc.in, data, off, ok, tc.data, tc.offset, tc.ok)
+		}
+		// Whatever the path, ParseCent agrees with encoding/json.
+		var want CentReply
+		if json.Unmarshal([]byte(tc.in), &want) != nil || want.Push == nil || want.Push.Pub == nil {
+			continue
+		}
+		err := ParseCent([]byte(tc.in), func(r *CentReply) error {
+			if r.Push == nil || r.Push.Pub == nil || !json.Valid(r.Push.Pub.Data) || r.Push.Pub.Offset != want.Push.Pub.Offset {
+				t.Errorf("ParseCent(%s) = %+v, want %+v", tc.in, r.Push, want.Push)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Errorf("ParseCent(%s): %v", tc.in, err)
+		}
+	}
+}
+
 func TestCentReconnects(t *testing.T) {
 	for code, want := range map[int]bool{1000: true, 1006: true, 1012: true, 3001: true, 3499: true, 3500: false, 3999: false, 4000: true, 4499: true, 4500: false, 4999: false, 5000: true} {
 		if got := CentReconnects(code); got != want {

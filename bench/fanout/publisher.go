@@ -51,6 +51,13 @@ func (p *Publisher) Run(ctx context.Context, rate float64) error {
 		send, closeFn = p.ebbSender(ctx)
 	}
 	defer closeFn()
+	// Centrifugo's HTTP API answers each publish; up to inflight calls
+	// overlap, so that a slow answer does not hold the schedule back. A
+	// /broadcast write does not wait for an answer.
+	const inflight = 16
+	sem := make(chan struct{}, inflight)
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	interval := time.Duration(float64(time.Second) / rate)
 	start := time.Now()
 	for i := 0; ; i++ {
@@ -67,27 +74,42 @@ func (p *Publisher) Run(ctx context.Context, rate float64) error {
 			return nil
 		}
 		id := p.next.Add(1)
-		if err := send(ctx, id); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			p.failed.Add(1)
+		if p.Proto != Centrifugo {
+			p.account(ctx, send(ctx, id))
 			continue
 		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		}
+		wg.Go(func() {
+			p.account(ctx, send(ctx, id))
+			<-sem
+		})
+	}
+}
+
+func (p *Publisher) account(ctx context.Context, err error) {
+	switch {
+	case err == nil:
 		p.sent.Add(1)
+	case ctx.Err() == nil:
+		p.failed.Add(1)
 	}
 }
 
 // centSender publishes through Centrifugo's server HTTP API.
 func (p *Publisher) centSender() (func(context.Context, uint64) error, func()) {
-	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
-	node := 0
-	p.Stats.SetPublisherNode(node)
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+	var node atomic.Int32
+	p.Stats.SetPublisherNode(0)
 	send := func(ctx context.Context, id uint64) error {
 		var last error
 		for try := 0; try < len(p.API); try++ {
+			n := int(node.Load())
 			body := CentPublishBody(p.Channel, Payload(id, p.Stats.Now(), p.Pad))
-			req, err := http.NewRequestWithContext(ctx, "POST", p.API[node]+"/api/publish", bytes.NewReader(body))
+			req, err := http.NewRequestWithContext(ctx, "POST", p.API[n]+"/api/publish", bytes.NewReader(body))
 			if err != nil {
 				return err
 			}
@@ -100,9 +122,9 @@ func (p *Publisher) centSender() (func(context.Context, uint64) error, func()) {
 				resp.Body.Close()
 				switch {
 				case resp.StatusCode != 200:
-					err = fmt.Errorf("fanout: publish to %s: HTTP %d: %s", p.API[node], resp.StatusCode, trim(b))
+					err = fmt.Errorf("fanout: publish to %s: HTTP %d: %s", p.API[n], resp.StatusCode, trim(b))
 				case json.Unmarshal(b, &r) != nil || r.Error != nil:
-					err = fmt.Errorf("fanout: publish to %s answered %s", p.API[node], trim(b))
+					err = fmt.Errorf("fanout: publish to %s answered %s", p.API[n], trim(b))
 				default:
 					p.Stats.Published(id)
 					return nil
@@ -112,8 +134,10 @@ func (p *Publisher) centSender() (func(context.Context, uint64) error, func()) {
 			if ctx.Err() != nil {
 				return err
 			}
-			node = (node + 1) % len(p.API)
-			p.Stats.SetPublisherNode(node)
+			// Move on from the failed node (unless another call already did).
+			if node.CompareAndSwap(int32(n), int32((n+1)%len(p.API))) {
+				p.Stats.SetPublisherNode((n + 1) % len(p.API))
+			}
 		}
 		return last
 	}
