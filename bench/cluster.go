@@ -257,6 +257,7 @@ func clusterOnce(cfg Config, res *results, rep int, sys clusterSys) (err error) 
 		"all back s":              allBack,
 		"published":               float64(loss.Published),
 		"publish failures":        float64(failed),
+		"sent, never published":   float64(max(0, sent-int64(loss.Published))),
 		"lost msgs":               float64(loss.Lost),
 		"lost %":                  100 * float64(loss.Lost) / math.Max(1, float64(loss.Expected)),
 		"clients losing":          float64(loss.ClientsLosing),
