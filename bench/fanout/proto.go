@@ -361,9 +361,16 @@ func centFastPub(line []byte) (data []byte, offset uint64, ok bool) {
 }
 
 // CentPublishBody returns the body of a publish call to Centrifugo's
-// server HTTP API.
-func CentPublishBody(channel string, data []byte) []byte {
-	b, _ := json.Marshal(map[string]any{"channel": channel, "data": json.RawMessage(data)})
+// server HTTP API. A non-empty idempotency key lets the publisher retry
+// through another node without publishing twice (Centrifugo keeps the
+// keys it saw for 5 minutes where its broker supports it: Redis, not
+// NATS).
+func CentPublishBody(channel string, data []byte, idempotencyKey string) []byte {
+	m := map[string]any{"channel": channel, "data": json.RawMessage(data)}
+	if idempotencyKey != "" {
+		m["idempotency_key"] = idempotencyKey
+	}
+	b, _ := json.Marshal(m)
 	return b
 }
 

@@ -114,9 +114,14 @@ func TestCentCommands(t *testing.T) {
 	var pb struct {
 		Channel string          `json:"channel"`
 		Data    json.RawMessage `json:"data"`
+		Key     *string         `json:"idempotency_key"`
 	}
-	if err := json.Unmarshal(CentPublishBody("ch", Payload(3, 4, 1)), &pb); err != nil || string(pb.Data) != string(Payload(3, 4, 1)) {
-		t.Errorf("CentPublishBody: %s (%v)", pb.Data, err)
+	if err := json.Unmarshal(CentPublishBody("ch", Payload(3, 4, 1), "k3"), &pb); err != nil || string(pb.Data) != string(Payload(3, 4, 1)) || pb.Key == nil || *pb.Key != "k3" {
+		t.Errorf("CentPublishBody: %s key %v (%v)", pb.Data, pb.Key, err)
+	}
+	pb.Key = nil
+	if err := json.Unmarshal(CentPublishBody("ch", Payload(3, 4, 1), ""), &pb); err != nil || pb.Key != nil {
+		t.Errorf("CentPublishBody without a key sent one: %v (%v)", pb.Key, err)
 	}
 }
 

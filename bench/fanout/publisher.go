@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -106,9 +107,11 @@ func (p *Publisher) centSender() (func(context.Context, uint64) error, func()) {
 	p.Stats.SetPublisherNode(0)
 	send := func(ctx context.Context, id uint64) error {
 		var last error
+		data := Payload(id, p.Stats.Now(), p.Pad)
+		key := "bench-" + strconv.FormatUint(id, 10)
 		for try := 0; try < len(p.API); try++ {
 			n := int(node.Load())
-			body := CentPublishBody(p.Channel, Payload(id, p.Stats.Now(), p.Pad))
+			body := CentPublishBody(p.Channel, data, key)
 			req, err := http.NewRequestWithContext(ctx, "POST", p.API[n]+"/api/publish", bytes.NewReader(body))
 			if err != nil {
 				return err
