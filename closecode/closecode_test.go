@@ -1,6 +1,7 @@
 package closecode
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -155,24 +156,93 @@ func TestRetryHint(t *testing.T) {
 	if len(long) > MaxReasonBytes || !utf8.ValidString(long) || !strings.HasSuffix(long, "retry-after=12") {
 		t.Errorf("long reason not fitted: %d bytes %q", len(long), long)
 	}
-	for _, bad := range []string{"", "retry-after=", "retry-after=x", "retry-after=-1", "retry-after=99999999", "retry-after=1.2.3"} {
-		if d, ok := ParseRetryHint(bad); ok {
-			t.Errorf("ParseRetryHint(%q) = %v, want none", bad, d)
-		}
-	}
 	if d, ok := ParseRetryHint("draining (retry-after=2.25) thanks"); !ok || d != 2250*time.Millisecond {
 		t.Errorf("embedded hint = %v %v", d, ok)
 	}
 }
 
+// TestParseRetryHintIsStrict: only plain decimal seconds up to
+// MaxRetryHint, standing apart from neighbouring words, are a hint.
+func TestParseRetryHintIsStrict(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		reason string
+		want   time.Duration
+		ok     bool
+	}{
+		{"retry-after=4", 4 * time.Second, true},
+		{"retry-after=4.5", 4500 * time.Millisecond, true},
+		{"retry-after=0", 0, true},
+		{"retry-after=007", 7 * time.Second, true},
+		{"busy; retry-after=0.25", 250 * time.Millisecond, true},
+		{"retry-after=4.5; more text", 4500 * time.Millisecond, true},
+		{"(retry-after=2.25)", 2250 * time.Millisecond, true},
+		{"busy,retry-after=3", 3 * time.Second, true},
+		{"retry-after=1.0000000019", time.Second + 1, true}, // past nanoseconds is dropped
+		{"retry-after=86400", MaxRetryHint, true},
+		{"retry-after=86400.0", MaxRetryHint, true},
+		{"retry-after=1 retry-after=2", 2 * time.Second, true}, // the last one counts
+		{"", 0, false},
+		{"retry-after=", 0, false},
+		{"retry-after=x", 0, false},
+		{"retry-after=1e308", 0, false},
+		{"retry-after=1E3", 0, false},
+		{"retry-after=inf", 0, false},
+		{"retry-after=Infinity", 0, false},
+		{"retry-after=nan", 0, false},
+		{"retry-after=-1", 0, false},
+		{"retry-after=+1", 0, false},
+		{"retry-after=4.5abc", 0, false},
+		{"retry-after=4.5s", 0, false},
+		{"retry-after=0x10", 0, false},
+		{"retry-after=1_000", 0, false},
+		{"retry-after=.5", 0, false},
+		{"retry-after=5.", 0, false},
+		{"retry-after=1.2.3", 0, false},
+		{"retry-after=86400.5", 0, false},
+		{"retry-after=86401", 0, false},
+		{"retry-after=99999999999999999999999", 0, false},
+		{"noretry-after=5", 0, false},
+		{"x-retry-after=5", 0, false},
+		{"retry-after= 5", 0, false},
+	}
+	for _, tt := range tests {
+		d, ok := ParseRetryHint(tt.reason)
+		if ok != tt.ok || d != tt.want {
+			t.Errorf("ParseRetryHint(%q) = %v, %v; want %v, %v", tt.reason, d, ok, tt.want, tt.ok)
+		}
+	}
+	// Everything FormatRetryHint writes, up to the bound, parses back.
+	for _, d := range []time.Duration{0, time.Millisecond, 100 * time.Millisecond, 4500 * time.Millisecond, time.Hour, MaxRetryHint} {
+		reason := FormatRetryHint("server at capacity", d)
+		if got, ok := ParseRetryHint(reason); !ok || got < d || got > d+100*time.Millisecond {
+			t.Errorf("ParseRetryHint(FormatRetryHint(%v)) = %v, %v", d, got, ok)
+		}
+	}
+}
+
+// strictHint matches what a valid hint looks like, to check the parser
+// against in the fuzz target.
+var strictHint = regexp.MustCompile(`(^|[^A-Za-z0-9._+-])retry-after=([0-9]+(\.[0-9]+)?)($|[^A-Za-z0-9._+-])`)
+
 func FuzzParseRetryHint(f *testing.F) {
 	f.Add("server at capacity; retry-after=4.5")
 	f.Add("retry-after=.5")
 	f.Add("retry-after=1e9")
+	f.Add("retry-after=1e308")
+	f.Add("retry-after=4.5abc")
+	f.Add("retry-after=86400.000000001")
 	f.Fuzz(func(t *testing.T, reason string) {
 		d, ok := ParseRetryHint(reason)
-		if ok && (d < 0 || d > 24*time.Hour) {
+		if ok && (d < 0 || d > MaxRetryHint) {
 			t.Fatalf("hint %v out of range", d)
+		}
+		if ok {
+			i := strings.LastIndex(reason, "retry-after=")
+			start := max(i-1, 0)
+			if m := strictHint.FindStringSubmatch(reason[start:]); m == nil {
+				t.Fatalf("ParseRetryHint(%q) accepted a hint that is not plain decimal seconds standing apart", reason)
+			}
 		}
 		out := FormatRetryHint(reason, time.Second)
 		if len(out) > MaxReasonBytes {

@@ -102,26 +102,83 @@ const (
 // admitted, and with which hint it is refused otherwise. It is a pure
 // function: every node computes the same cluster-full hint from the same
 // view, min(RetryMax, RetryBase·max(1, (demand+1)/capacity)) — the
-// formula shed uses for one node. It costs one pass over the members.
+// formula shed uses for one node. It costs one pass over the members; an
+// admission path that asks per request should Prepare the view once
+// instead.
 func Advise(v View, local Load, p Policy) Advice {
-	p = p.withDefaults()
-	v = v.withSelf(local)
-	t := v.Totals()
-	a := Advice{Verdict: Admit, OtherHeadroom: otherHeadroom(v)}
-	capacity, finite := t.Limit, !t.Unlimited
+	return Prepare(v, p).Advise(local)
+}
+
+// Prepared is a view summed up for Advise: the other members' totals,
+// computed once, so that each decision costs a few additions and no
+// allocation. Prepare it again when the view changes (Node.Changed).
+type Prepared struct {
+	p         Policy
+	conns     int     // live others' connections
+	demand    float64 // live others' demand
+	limit     int     // serving others' limits
+	unlimited bool    // a serving other has no limit
+	headroom  int     // serving others' headroom (math.MaxInt: unlimited)
+}
+
+// Prepare sums up v (all members but v.Self) for Advise under p.
+func Prepare(v View, p Policy) Prepared {
+	pr := Prepared{p: p.withDefaults()}
+	for _, m := range v.Members {
+		if m.Self || m.Name == v.Self || !m.live() {
+			continue
+		}
+		pr.conns += m.Load.Conns
+		pr.demand += m.Load.demand()
+		if !m.serving() {
+			continue
+		}
+		if m.Load.Limit <= 0 {
+			pr.unlimited = true
+		} else {
+			pr.limit += m.Load.Limit
+		}
+		if pr.headroom != math.MaxInt {
+			h := m.Load.headroom()
+			if h == math.MaxInt || pr.headroom > math.MaxInt-h {
+				pr.headroom = math.MaxInt
+			} else {
+				pr.headroom += h
+			}
+		}
+	}
+	return pr
+}
+
+// Advise is Advise(v, local, p) for the view and policy pr was prepared
+// from.
+func (pr Prepared) Advise(local Load) Advice {
+	p := pr.p
+	conns := pr.conns + local.Conns
+	demand := pr.demand + local.demand()
+	capacity, unlimited := pr.limit, pr.unlimited
+	if !local.Draining {
+		if local.Limit <= 0 {
+			unlimited = true
+		} else {
+			capacity += local.Limit
+		}
+	}
+	finite := !unlimited
+	a := Advice{Verdict: Admit, OtherHeadroom: pr.headroom}
 	if p.MaxConns > 0 && (!finite || p.MaxConns < capacity) {
 		capacity, finite = p.MaxConns, true
 	}
 	if finite && capacity > 0 {
-		a.Overload = t.Demand / float64(capacity)
+		a.Overload = demand / float64(capacity)
 	}
 	nodeFull := local.Limit > 0 && local.Conns >= local.Limit
-	clusterFull := finite && t.Conns >= capacity
+	clusterFull := finite && conns >= capacity
 	switch {
 	case clusterFull, nodeFull && a.OtherHeadroom == 0:
 		ratio := 1.0
 		if capacity > 0 {
-			ratio = max(1, (t.Demand+1)/float64(capacity))
+			ratio = max(1, (demand+1)/float64(capacity))
 		}
 		a.Verdict, a.Reason, a.Hint = ClusterFull, ReasonClusterFull, hintFor(ratio, p)
 	case nodeFull:
@@ -136,20 +193,4 @@ func hintFor(ratio float64, p Policy) time.Duration {
 		ratio = 1
 	}
 	return time.Duration(min(float64(p.RetryBase)*ratio, float64(p.RetryMax)))
-}
-
-// otherHeadroom sums the headroom of the serving members other than self.
-func otherHeadroom(v View) int {
-	h := 0
-	for _, m := range v.Members {
-		if m.Self || !m.serving() {
-			continue
-		}
-		r := m.Load.headroom()
-		if r == math.MaxInt {
-			return math.MaxInt
-		}
-		h += r
-	}
-	return h
 }

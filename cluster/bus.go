@@ -34,7 +34,10 @@ func typeOf(h string) MessageType {
 // Message is one broadcast, as the whole cluster numbers it.
 type Message struct {
 	// Seq is the message's place in the cluster's one global order
-	// (the history stream's sequence): consecutive, starting at 1.
+	// (the history stream's sequence): consecutive, starting at the time
+	// the history was created in microseconds since 1970, so that a
+	// history created again never reuses a number (see the package
+	// documentation).
 	Seq uint64
 	// Type is Text or Binary.
 	Type MessageType
@@ -47,9 +50,12 @@ type Message struct {
 
 // GapError says the history cannot give a resuming client what it asked
 // for. Nothing is skipped silently: the caller tells the client, which
-// resumes from Oldest knowing it missed Oldest-Requested messages, or —
-// when Requested is past Newest+1 — knowing the history was reset (e.g.
-// a standalone node restarted without a persistent store).
+// resumes from Oldest knowing it missed Oldest-Requested messages (a
+// history created again after a reset starts past every older number, so
+// a client of the old one lands here too). Requested past Newest+1 is a
+// number this history never gave out (a client of another cluster, or a
+// clock set back before a reset): the client should resume from
+// Newest+1.
 type GapError struct {
 	// Requested is the first sequence wanted.
 	Requested uint64
@@ -127,6 +133,11 @@ func (n *Node) Publish(ctx context.Context, typ MessageType, data []byte) (uint6
 	}
 }
 
+// MaxMessage returns the largest broadcast Publish accepts
+// (Options.History.MaxMessage), so that a server can refuse a larger
+// message as it reads it (1009) rather than after.
+func (n *Node) MaxMessage() int { return n.opts.History.MaxMessage }
+
 // LastSeq returns the sequence of the last broadcast this node has
 // delivered to its subscribers (0 before the first, or before Ready).
 func (n *Node) LastSeq() uint64 {
@@ -137,9 +148,14 @@ func (n *Node) LastSeq() uint64 {
 
 // deliver hands a message from the feed to the cache and subscribers.
 func (n *Node) deliver(m Message) {
+	type lagged struct {
+		s   *Subscription
+		err *LagError
+	}
+	var lags []lagged
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	if m.Seq <= n.last || n.left {
+		n.mu.Unlock()
 		return // a redelivery after a feed reset
 	}
 	if m.Seq != n.last+1 {
@@ -150,9 +166,16 @@ func (n *Node) deliver(m Message) {
 	n.last = m.Seq
 	n.cache.add(m)
 	for s := range n.subs {
-		if !s.push(m) {
+		if ok, lag := s.push(m); !ok {
 			delete(n.subs, s)
+			if lag != nil && s.onLag != nil {
+				lags = append(lags, lagged{s, lag})
+			}
 		}
+	}
+	n.mu.Unlock()
+	for _, l := range lags {
+		l.s.onLag(l.err)
 	}
 }
 
@@ -162,14 +185,23 @@ type SubscribeOptions struct {
 	// hold for a slow reader before it ends with a *LagError. Default
 	// 1 MiB. A message larger than that still fits an empty queue.
 	MaxBytes int
+	// OnLag, when set, is called once, as soon as the subscription falls
+	// more than MaxBytes behind (Next returns the same *LagError once the
+	// reader gets there). It lets a server close a client that is stuck
+	// in a write at once, instead of when the write gives up. It runs on
+	// the node's delivery goroutine: it must not block (start the close
+	// in a goroutine).
+	OnLag func(*LagError)
 }
 
 // Subscription delivers broadcasts in sequence order, each once: first
 // those it must replay from the history, then the live ones. One
 // goroutine reads it with Next.
 type Subscription struct {
-	n   *Node
-	max int
+	n     *Node
+	max   int
+	onLag func(*LagError)
+	live  uint64 // first sequence not replayed, see LiveFrom
 
 	mu      sync.Mutex
 	next    uint64 // next sequence to deliver
@@ -197,7 +229,7 @@ func (n *Node) Subscribe(ctx context.Context, from uint64, o SubscribeOptions) (
 	if o.MaxBytes <= 0 {
 		o.MaxBytes = 1 << 20
 	}
-	s := &Subscription{n: n, max: o.MaxBytes, wake: make(chan struct{}, 1)}
+	s := &Subscription{n: n, max: o.MaxBytes, onLag: o.OnLag, wake: make(chan struct{}, 1)}
 	n.mu.Lock()
 	if n.left {
 		n.mu.Unlock()
@@ -213,6 +245,7 @@ func (n *Node) Subscribe(ctx context.Context, from uint64, o SubscribeOptions) (
 	default:
 		s.next, s.catchTo = from, from-1
 	}
+	s.live = s.catchTo + 1
 	n.subs[s] = struct{}{}
 	n.mu.Unlock()
 	if from == 0 || cached || from == last+1 {
@@ -223,7 +256,7 @@ func (n *Node) Subscribe(ctx context.Context, from uint64, o SubscribeOptions) (
 	first, newest, err := n.bounds(ctx)
 	if err != nil {
 		s.Close()
-		return nil, err
+		return nil, n.leftOr(err)
 	}
 	if from < first || from > newest+1 {
 		s.Close()
@@ -232,24 +265,41 @@ func (n *Node) Subscribe(ctx context.Context, from uint64, o SubscribeOptions) (
 	return s, nil
 }
 
-// push queues a live message; false when the subscription is over its
-// bound (it is then failed with a *LagError) or closed.
-func (s *Subscription) push(m Message) bool {
+// LiveFrom returns the first sequence the subscription delivers as a live
+// message rather than from the history: every message it delivers below
+// it was replayed. It is LastSeq()+1 as of Subscribe, or the from passed
+// to Subscribe when that was later (a node slightly behind the one the
+// client came from).
+func (s *Subscription) LiveFrom() uint64 { return s.live }
+
+// Queued returns the bytes of live messages waiting for the reader, the
+// quantity SubscribeOptions.MaxBytes bounds.
+func (s *Subscription) Queued() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.qbytes
+}
+
+// push queues a live message. It returns false when the subscription is
+// closed or over its bound, with the *LagError in the second case (the
+// subscription is then failed with it).
+func (s *Subscription) push(m Message) (bool, *LagError) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil {
-		return false
+		return false, nil
 	}
 	if s.qbytes > 0 && s.qbytes+len(m.Data) > s.max {
-		s.err = &LagError{Seq: s.next, Bytes: s.qbytes + len(m.Data), Limit: s.max}
+		lag := &LagError{Seq: s.next, Bytes: s.qbytes + len(m.Data), Limit: s.max}
+		s.err = lag
 		s.queue, s.qbytes = nil, 0
 		s.signal()
-		return false
+		return false, lag
 	}
 	s.queue = append(s.queue, m)
 	s.qbytes += len(m.Data)
 	s.signal()
-	return true
+	return true, nil
 }
 
 func (s *Subscription) signal() {
@@ -295,6 +345,7 @@ func (s *Subscription) Next(ctx context.Context) (Message, error) {
 			s.mu.Unlock()
 			m, err := s.replayOne(ctx, next, to)
 			if err != nil {
+				err = s.n.leftOr(err)
 				if ctx.Err() == nil {
 					s.fail(err)
 				}
@@ -382,6 +433,17 @@ func (n *Node) Replay(ctx context.Context, from, to uint64, fn func(Message) err
 		next = m.Seq + 1
 	}
 	return nil
+}
+
+// leftOr returns ErrClosed if the node has left (an error from NATS is
+// then only the consequence: its connection closed), else err.
+func (n *Node) leftOr(err error) error {
+	select {
+	case <-n.done:
+		return ErrClosed
+	default:
+		return err
+	}
 }
 
 // bounds returns the first and last sequence the history holds.

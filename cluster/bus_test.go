@@ -186,33 +186,43 @@ func TestGapAndHistoryBounds(t *testing.T) {
 	n := join(t, o)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	waitAllReady(t, 10*time.Second, n)
+	// Sequences start at the history's creation time (microseconds);
+	// b+1 is the first.
+	b := n.LastSeq()
+	if now := uint64(time.Now().UnixMicro()); b == 0 || b > now || now-b > uint64(time.Minute/time.Microsecond) {
+		t.Fatalf("a new history starts after %d, want the time in microseconds (about %d)", b, now)
+	}
 	for i := range 30 {
 		if _, err := n.Publish(ctx, Binary, []byte{byte(i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	first, last, err := n.bounds(ctx)
-	if err != nil || first != 21 || last != 30 {
-		t.Fatalf("history holds [%d, %d] (%v), want [21, 30] with MaxMsgs 10", first, last, err)
+	if err != nil || first != b+21 || last != b+30 {
+		t.Fatalf("history holds [b+%d, b+%d] (%v), want [b+21, b+30] with MaxMsgs 10", first-b, last-b, err)
 	}
 	var gap *GapError
-	if _, err := n.Subscribe(ctx, 5, SubscribeOptions{}); !errors.As(err, &gap) || gap.Requested != 5 || gap.Oldest != 21 || gap.Newest != 30 {
-		t.Fatalf("Subscribe(5) = %v, want a GapError{5, 21, 30}", err)
+	if _, err := n.Subscribe(ctx, b+5, SubscribeOptions{}); !errors.As(err, &gap) || gap.Requested != b+5 || gap.Oldest != b+21 || gap.Newest != b+30 {
+		t.Fatalf("Subscribe(b+5) = %v, want a GapError{b+5, b+21, b+30}", err)
 	}
-	if err := n.Replay(ctx, 20, 0, func(Message) error { return nil }); !errors.As(err, &gap) || gap.Requested != 20 {
-		t.Fatalf("Replay(20) = %v, want a GapError for 20", err)
+	if _, err := n.Subscribe(ctx, 1, SubscribeOptions{}); !errors.As(err, &gap) || gap.Requested != 1 || gap.Oldest != b+21 {
+		t.Fatalf("Subscribe(1) (a client of an older history) = %v, want a GapError{1, b+21, b+30}", err)
 	}
-	if _, err := n.Subscribe(ctx, 100, SubscribeOptions{}); !errors.As(err, &gap) || gap.Requested != 100 || gap.Newest != 30 {
-		t.Fatalf("Subscribe(100) = %v, want a GapError saying the history ends at 30", err)
+	if err := n.Replay(ctx, b+20, 0, func(Message) error { return nil }); !errors.As(err, &gap) || gap.Requested != b+20 {
+		t.Fatalf("Replay(b+20) = %v, want a GapError for b+20", err)
+	}
+	if _, err := n.Subscribe(ctx, b+100, SubscribeOptions{}); !errors.As(err, &gap) || gap.Requested != b+100 || gap.Newest != b+30 {
+		t.Fatalf("Subscribe(b+100) = %v, want a GapError saying the history ends at b+30", err)
 	} else {
 		t.Logf("past the end: %v", err)
 	}
 	// From the oldest kept: all of it, from JetStream (cache holds 3),
 	// then live.
-	if err := n.waitLast(ctx, 30); err != nil {
+	if err := n.waitLast(ctx, b+30); err != nil {
 		t.Fatal(err)
 	}
-	s, err := n.Subscribe(ctx, 21, SubscribeOptions{})
+	s, err := n.Subscribe(ctx, b+21, SubscribeOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,13 +240,13 @@ func TestGapAndHistoryBounds(t *testing.T) {
 	}
 	got = append(got, live...)
 	for i, m := range got {
-		if m.Seq != uint64(21+i) || m.Data[0] != byte(20+i) || m.Type != Binary {
+		if m.Seq != b+uint64(21+i) || m.Data[0] != byte(20+i) || m.Type != Binary {
 			t.Fatalf("message %d: seq %d data %v type %v", i, m.Seq, m.Data, m.Type)
 		}
 	}
 	var replayed []uint64
-	if err := n.Replay(ctx, 25, 27, func(m Message) error { replayed = append(replayed, m.Seq); return nil }); err != nil || len(replayed) != 3 || replayed[0] != 25 {
-		t.Fatalf("Replay(25, 27) = %v, %v", replayed, err)
+	if err := n.Replay(ctx, b+25, b+27, func(m Message) error { replayed = append(replayed, m.Seq); return nil }); err != nil || len(replayed) != 3 || replayed[0] != b+25 {
+		t.Fatalf("Replay(b+25, b+27) = %v, %v", replayed, err)
 	}
 }
 
@@ -262,13 +272,28 @@ func TestLagError(t *testing.T) {
 	n := join(t, o)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	s, err := n.Subscribe(ctx, 0, SubscribeOptions{MaxBytes: 200})
+	lagged := make(chan *LagError, 2)
+	s, err := n.Subscribe(ctx, 0, SubscribeOptions{MaxBytes: 200, OnLag: func(e *LagError) { lagged <- e }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
 	first := n.LastSeq() + 1
-	for range 10 {
+	if s.LiveFrom() != first {
+		t.Fatalf("LiveFrom = %d, want %d (a subscription from now replays nothing)", s.LiveFrom(), first)
+	}
+	for range 3 {
+		if _, err := n.Publish(ctx, Text, make([]byte, 50)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := n.waitLast(ctx, first+2); err != nil {
+		t.Fatal(err)
+	}
+	if q := s.Queued(); q != 150 {
+		t.Fatalf("Queued = %d, want 150 (three 50-byte messages)", q)
+	}
+	for range 7 {
 		if _, err := n.Publish(ctx, Text, make([]byte, 50)); err != nil {
 			t.Fatal(err)
 		}
@@ -280,11 +305,25 @@ func TestLagError(t *testing.T) {
 	if _, err := s.Next(ctx); !errors.As(err, &lag) || lag.Seq != first || lag.Limit != 200 {
 		t.Fatalf("Next = %v, want a LagError at %d", err, first)
 	}
+	select {
+	case e := <-lagged:
+		if e != lag {
+			t.Fatalf("OnLag got %v, Next %v: want the same error", e, lag)
+		}
+	default:
+		t.Fatal("OnLag was not called when the subscription fell behind")
+	}
+	if len(lagged) != 0 {
+		t.Fatal("OnLag called more than once")
+	}
 	s2, err := n.Subscribe(ctx, lag.Seq, SubscribeOptions{MaxBytes: 200})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s2.Close()
+	if s2.LiveFrom() != first+10 {
+		t.Fatalf("LiveFrom of a resumed subscription = %d, want %d (ten to replay)", s2.LiveFrom(), first+10)
+	}
 	if got, err := collect(ctx, s2, 10); err != nil || got[0].Seq != first || got[9].Seq != first+9 {
 		t.Fatalf("resumed: %d messages, %v", len(got), err)
 	}

@@ -32,7 +32,9 @@
 // works at once; Publish, Subscribe and drain turns wait, see Ready); two
 // nodes lose the quorum while either restarts; a standalone node's
 // history lasts only as long as its store (a temporary one by default),
-// and resuming clients are then told the history was reset. For
+// and resuming clients are then told of a gap: a new history numbers its
+// messages from the time it was created, in microseconds, past every
+// number an older one gave out. For
 // production, run NATS as its own three-server cluster (or embedded in
 // processes that are not restarted with ebb) and use NATSURL.
 //
@@ -51,7 +53,10 @@
 //
 // ebb.<cluster>.bcast: broadcasts, stored in the stream EBB_<cluster>_BCAST
 // (limits: 100 000 messages, 64 MiB, 10 minutes by default; oldest out
-// first). The stream sequence is the global order. Publish waits for the
+// first). The stream sequence is the global order; it starts at the
+// stream's creation time in microseconds since 1970 (about 1.8·10^15, well
+// inside JavaScript's exact integers), never at 1, so that no number is
+// ever given to two messages. Publish waits for the
 // store and retries with a de-duplication ID, so a retry through a leader
 // change stores the message once. Each node reads the stream with one
 // ordered consumer, keeps the newest messages in memory (8 MiB), and fans

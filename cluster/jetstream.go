@@ -81,6 +81,13 @@ func (n *Node) setup() error {
 		Replicas:    want,
 		Duplicates:  2 * time.Minute,
 		AllowDirect: true,
+		// A new history starts numbering at the time, in microseconds:
+		// a history that is created again (a standalone node restarted
+		// without its store, a whole cluster restarted) never reuses a
+		// number a client has seen, so a resuming client gets a plain
+		// gap instead of old numbers for new messages. 2^53 (safe in
+		// JavaScript) is reached in the year 2255.
+		FirstSeq: uint64(time.Now().UnixMicro()),
 	}
 	st, err := n.js.CreateStream(ctx, scfg)
 	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {

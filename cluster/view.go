@@ -119,26 +119,6 @@ func (v View) Live() []Member {
 	return out
 }
 
-// withSelf returns v with this node's load replaced by l (fresher than its
-// last report), added if missing.
-func (v View) withSelf(l Load) View {
-	ms := make([]Member, 0, len(v.Members)+1)
-	found := false
-	for _, m := range v.Members {
-		if m.Self || m.Name == v.Self {
-			m.Load, m.Stale, m.Self = l, false, true
-			found = true
-		}
-		ms = append(ms, m)
-	}
-	if !found {
-		ms = append(ms, Member{Name: v.Self, Load: l, Seen: v.At, Self: true})
-		sort.Slice(ms, func(i, j int) bool { return ms[i].Name < ms[j].Name })
-	}
-	v.Members = ms
-	return v
-}
-
 // Totals sums a View's live members.
 type Totals struct {
 	// Members counts every member; Live those not stale; Serving those

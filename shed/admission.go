@@ -113,10 +113,12 @@ const (
 	ReasonPressure                       // Limits.Pressure
 	ReasonDraining                       // Shutdown has started
 	ReasonPendingPerIP                   // a Listener's per-address share of pending places (ListenerOptions.MaxPendingPerIP)
+	ReasonNodeFull                       // Limits.MaxConns here while the cluster has room (Advisor: VerdictNodeFull)
+	ReasonClusterFull                    // the cluster is full or at its own limit (Advisor: VerdictClusterFull)
 	numReasons         = iota
 )
 
-var reasonNames = [...]string{"", "conns", "per_ip", "rate", "in_flight", "memory", "sched_latency", "pressure", "draining", "pending_per_ip"}
+var reasonNames = [...]string{"", "conns", "per_ip", "rate", "in_flight", "memory", "sched_latency", "pressure", "draining", "pending_per_ip", "node_full", "cluster_full"}
 
 // reasonTexts are the human part of close reasons and 503 bodies.
 var reasonTexts = [...]string{
@@ -130,6 +132,8 @@ var reasonTexts = [...]string{
 	"server overloaded",
 	"server restarting",
 	"too many unfinished requests from your address",
+	"node at capacity, cluster has room",
+	"cluster at capacity",
 }
 
 // String returns the metric label of r, e.g. "per_ip".
@@ -186,6 +190,7 @@ type decision struct {
 	code   closecode.Code
 	hint   time.Duration
 	ip     netip.Addr
+	text   string // human part of the reason; "" = reason.Text()
 }
 
 // pastHardLocked reports whether the process is past a hard ceiling:
@@ -237,10 +242,16 @@ func (s *Shedder) admit(r *http.Request) (*slot, decision) {
 	ratio, preason := rd.ratio(l)
 	demand, refused := s.demandLocked(now)
 	counts := true
+	// The Advisor, if any, is asked at most once, and only where its
+	// answer matters (see Advisor).
+	var adv Advice
+	asked := false
+	advise := func() Advice { return s.adviceLocked(&d, &asked, &adv, ratio, demand) }
+	connsRatio := overload(demand+1, l.MaxConns, 0)
 	switch {
 	case s.draining:
 		d.reason, d.mode, d.code = ReasonDraining, s.opts.DrainMode, s.opts.DrainCode
-		d.hint = s.jitterLocked(s.opts.DrainHint)
+		d.hint = s.drainHintLocked()
 		return nil, d
 	case l.MaxConnsPerIP > 0 && s.perIP[d.ip] >= l.MaxConnsPerIP:
 		// One client over its own share: its hint does not grow with
@@ -251,12 +262,31 @@ func (s *Shedder) admit(r *http.Request) (*slot, decision) {
 		}
 		s.refuseLocked(&d, ReasonPerIP, mode, overload(float64(s.perIP[d.ip]+1), l.MaxConnsPerIP, 0))
 		counts = false
+	case l.MaxConnsPerIP > 0 && advise().Verdict == VerdictAddrFull:
+		// Over its share across the cluster: refused as above.
+		mode := ModeClose
+		if s.pastHardLocked(ratio, demand) {
+			mode = ModeHTTP
+		}
+		s.refuseAdvisedLocked(&d, ReasonPerIP, mode, adv, overload(float64(s.perIP[d.ip]+1), l.MaxConnsPerIP, 0))
+		counts = false
 	case s.hardLimitLocked(&d, ratio, preason, demand, now, true):
 		counts = false // counted already
 	case ratio >= 1:
 		s.refuseLocked(&d, preason, ModeClose, ratio)
 	case l.MaxConns > 0 && s.conns >= l.MaxConns:
-		s.refuseLocked(&d, ReasonConns, ModeClose, overload(demand+1, l.MaxConns, 0))
+		switch a := advise(); a.Verdict {
+		case VerdictNodeFull:
+			s.refuseAdvisedLocked(&d, ReasonNodeFull, ModeClose, a, connsRatio)
+		case VerdictClusterFull:
+			s.refuseAdvisedLocked(&d, ReasonClusterFull, ModeClose, a, connsRatio)
+		default:
+			s.refuseLocked(&d, ReasonConns, ModeClose, connsRatio)
+		}
+	case advise().Verdict == VerdictClusterFull:
+		s.refuseAdvisedLocked(&d, ReasonClusterFull, ModeClose, adv, connsRatio)
+	case adv.Verdict == VerdictNodeFull:
+		s.refuseAdvisedLocked(&d, ReasonNodeFull, ModeClose, adv, connsRatio)
 	case l.MaxInFlight > 0 && s.inflight >= l.MaxInFlight:
 		s.refuseLocked(&d, ReasonInFlight, ModeClose, overload(float64(s.inflight)+refused+1, l.MaxInFlight, 0))
 	case l.Rate > 0 && !s.bucket.take(now):

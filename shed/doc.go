@@ -69,6 +69,27 @@
 // [Options.DemandWindow] (2 s) of the end of a storm (see Stats.Demand
 // and Limits.HardDemand).
 //
+// # In a cluster
+//
+// Behind a load balancer, one server's limit is only part of the story.
+// [Options.Advisor] lets connection-limit decisions be the cluster's
+// (ebb serve --cluster adapts its cluster view to it; shed itself knows
+// nothing of clusters): when this server is full but others have room,
+// the refusal says so ("node at capacity, cluster has room", reason
+// node_full) with a short hint, since the balancer will route the retry
+// elsewhere; when the cluster is full, the reason is cluster_full and the
+// hint comes from the cluster's overload, the same on every server; a
+// cluster-wide connection limit and per-address limit can refuse what
+// this server alone would admit. shed's own limits always hold.
+// [Stats] carries what a cluster's load report needs (connections,
+// demand, pressure, and the Limits in force), and [Shedder.HeavyAddrs]
+// the busiest client addresses.
+//
+// A drain in a cluster should not send away more clients than the
+// others can admit at once: [Shedder.ShutdownWith] takes a [DrainPlan]
+// (window, batch interval, hint and its spread) computed from their
+// headroom and admission rate, in place of the Options' fixed window.
+//
 // # Metrics
 //
 // [Shedder.WritePrometheus] writes these metrics in the Prometheus text
@@ -95,8 +116,11 @@
 //
 // In ebb_refused_total, reason is one of conns, per_ip, rate, in_flight,
 // memory, sched_latency, pressure, draining, pending_per_ip (a Listener's
-// per-address share of pending places); mode is close (upgrade, then
-// Close frame) or http (503 before the upgrade). In
+// per-address share of pending places), node_full (at MaxConns while the
+// cluster has room, as the Advisor said) or cluster_full (the cluster is
+// full or at its own limit); per_ip also counts refusals for an
+// address's share across the cluster. mode is close (upgrade, then Close
+// frame) or http (503 before the upgrade). In
 // ebb_listener_closed_total, reason is header_timeout (request headers
 // past the header time; answered 408, or 503 with a retry hint when the
 // time was cut short by contended places), evicted (slow request headers

@@ -139,6 +139,67 @@ func (s *Shedder) shedStep(now time.Time) int {
 	return shed
 }
 
+// DrainPlan paces one drain: how long its closes are spread over, in what
+// steps, and the retry hints they carry. A cluster computes one from what
+// the other servers can absorb (so the clients a drain sends away are
+// admitted elsewhere, not refused with 1013) and passes it to
+// ShutdownWith. The zero value is the Options' drain; every field left at
+// zero (or negative) takes its Options default.
+type DrainPlan struct {
+	// Window is how long the closes are spread over. Default
+	// Options.DrainWindow. A context deadline sooner than the window
+	// shortens it to three quarters of the time left.
+	Window time.Duration
+	// Interval is the time between batches of closes. Default: as many
+	// batches as fit at one per 10 ms (one connection each, at most).
+	Interval time.Duration
+	// Hint is the smallest retry hint sent with a drain close (and with a
+	// refusal during the drain). Default Options.DrainHint.
+	Hint time.Duration
+	// Spread, when positive, draws each hint uniformly from [Hint,
+	// Hint+Spread]: with Spread equal to Interval, the reconnects of one
+	// batch spread over one interval instead of landing at once, and
+	// arrive elsewhere at the pace of the closes. Zero spreads the hint
+	// upward by Options.Jitter, as Shutdown does.
+	Spread time.Duration
+}
+
+// withDefaults fills in the plan from o.
+func (p DrainPlan) withDefaults(o *Options) DrainPlan {
+	if p.Window <= 0 {
+		p.Window = o.DrainWindow
+	}
+	if p.Interval < 0 {
+		p.Interval = 0
+	}
+	if p.Hint <= 0 {
+		p.Hint = o.DrainHint
+	}
+	if p.Spread < 0 {
+		p.Spread = 0
+	}
+	return p
+}
+
+// drainHintLocked draws a drain close's retry hint from the plan in
+// force (the Options' before a drain starts).
+func (s *Shedder) drainHintLocked() time.Duration {
+	p := s.plan
+	if p.Hint <= 0 {
+		p = p.withDefaults(&s.opts)
+	}
+	if p.Spread <= 0 {
+		return s.jitterLocked(p.Hint)
+	}
+	var u float64
+	if s.rng != nil {
+		u = s.rng.Float64()
+	} else {
+		u = randFloat64()
+	}
+	return p.Hint + time.Duration(u*float64(p.Spread))
+}
+
 // Shutdown drains the Shedder: it stops admitting (upgrades arriving from
 // now on are refused with Options.DrainCode or 503, see
 // Options.DrainMode), stops shedding, and closes every tracked connection
@@ -167,11 +228,25 @@ func (s *Shedder) shedStep(now time.Time) int {
 // Shutdown may be called more than once and from several goroutines; every
 // call waits as described. A Shedder that has been shut down stays
 // draining: it refuses every upgrade from then on.
+//
+// Shutdown is ShutdownWith(ctx, DrainPlan{}).
 func (s *Shedder) Shutdown(ctx context.Context) error {
+	return s.ShutdownWith(ctx, DrainPlan{})
+}
+
+// ShutdownWith is Shutdown paced by plan instead of the Options' drain
+// window and hint: the closes are spread over plan.Window in batches every
+// plan.Interval, each with a hint drawn from [plan.Hint,
+// plan.Hint+plan.Spread]; upgrades refused during the drain get hints
+// drawn the same way. Only the call that starts the drain sets the plan;
+// later calls (of either method) wait for that drain.
+func (s *Shedder) ShutdownWith(ctx context.Context, plan DrainPlan) error {
 	var victims []*slot
 	s.shutdownMu.Do(func() {
+		plan = plan.withDefaults(&s.opts)
 		s.mu.Lock()
 		s.draining = true
+		s.plan = plan
 		for sl := s.head; sl != nil; sl = sl.next {
 			victims = append(victims, sl)
 		}
@@ -189,10 +264,12 @@ func (s *Shedder) Shutdown(ctx context.Context) error {
 		}
 		if lg := s.log(); lg != nil {
 			lg.Info("shed: draining", slog.Int("connections", len(victims)),
-				slog.Duration("window", s.opts.DrainWindow), slog.Int("code", int(s.opts.DrainCode)))
+				slog.Duration("window", plan.Window), slog.Duration("interval", plan.Interval),
+				slog.Duration("hint", plan.Hint), slog.Duration("spread", plan.Spread),
+				slog.Int("code", int(s.opts.DrainCode)))
 		}
 	})
-	if len(victims) > 0 && !s.drain(ctx, victims) {
+	if len(victims) > 0 && !s.drain(ctx, victims, plan) {
 		return s.force(ctx)
 	}
 	select {
@@ -204,16 +281,20 @@ func (s *Shedder) Shutdown(ctx context.Context) error {
 	}
 }
 
-// drain sends the drain close to victims in batches over the window. It
-// returns false if ctx ended first.
-func (s *Shedder) drain(ctx context.Context, victims []*slot) bool {
-	window := s.opts.DrainWindow
+// drain sends the drain close to victims in batches over the plan's
+// window. It returns false if ctx ended first.
+func (s *Shedder) drain(ctx context.Context, victims []*slot, plan DrainPlan) bool {
+	window := plan.Window
 	if dl, ok := ctx.Deadline(); ok {
 		window = min(window, time.Until(dl)*3/4)
 	}
-	// One batch every 10 ms at most: finer steps buy no smoothness and
-	// cost timer wake-ups.
-	batches := min(len(victims), max(1, int(window/(10*time.Millisecond))))
+	// One batch every 10 ms at most, unless the plan says otherwise:
+	// finer steps buy no smoothness and cost timer wake-ups.
+	step := 10 * time.Millisecond
+	if plan.Interval > 0 {
+		step = plan.Interval
+	}
+	batches := min(len(victims), max(1, int(window/step)))
 	start := time.Now()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -233,7 +314,7 @@ func (s *Shedder) drain(ctx context.Context, victims []*slot) bool {
 		s.mu.Lock()
 		reqs := make([]*closeRequest, hi-lo)
 		for i := range reqs {
-			hint := s.jitterLocked(s.opts.DrainHint)
+			hint := s.drainHintLocked()
 			reqs[i] = &closeRequest{
 				code:   s.opts.DrainCode,
 				reason: closecode.FormatRetryHint(ReasonDraining.Text(), hint),

@@ -182,3 +182,49 @@ func ExampleShedder_SetLimits() {
 	fmt.Println(sh.Limits().MaxConns)
 	// Output: 5000
 }
+
+// An Advisor makes the connection limit a cluster's: here a stand-in for a
+// cluster view says the other servers have room, so a client refused by
+// this full server is told to come back soon (the load balancer will send
+// it elsewhere) instead of waiting out this server's overload.
+func ExampleAdvisorFunc() {
+	othersHaveRoom := true // from the cluster's view, in a real server
+	sh, err := shed.New(&shed.Options{
+		Limits: shed.Limits{MaxConns: 1},
+		Jitter: -1, // exact hints for the example's output
+		Advisor: shed.AdvisorFunc(func(r shed.AdviceRequest) shed.Advice {
+			if r.MaxConns > 0 && r.Conns >= r.MaxConns && othersHaveRoom {
+				return shed.Advice{Verdict: shed.VerdictNodeFull, Hint: 500 * time.Millisecond, Text: "node at capacity, cluster has room"}
+			}
+			return shed.Advice{} // no opinion: shed decides alone
+		}),
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	srv := httptest.NewServer(sh.Middleware(http.HandlerFunc(echo)))
+	defer srv.Close()
+	defer sh.Shutdown(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	url := "ws" + strings.TrimPrefix(srv.URL, "http")
+	first, _, err := websocket.Dial(ctx, url, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer first.CloseNow()
+	// Wait until the first connection holds its slot.
+	for sh.Stats().Connections < 1 {
+		time.Sleep(time.Millisecond)
+	}
+	second, _, err := websocket.Dial(ctx, url, nil)
+	if err == nil {
+		_, _, err = second.Read(ctx) // the Close frame came a moment later
+	}
+	var ce *websocket.CloseError
+	if errors.As(err, &ce) {
+		fmt.Println(ce.Code, ce.Reason)
+	}
+	// Output:
+	// 1013 Try Again Later node at capacity, cluster has room; retry-after=0.5
+}

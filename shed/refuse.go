@@ -19,7 +19,11 @@ import (
 // counted before any I/O, so the counts never lag behind what a client has
 // already seen.
 func (s *Shedder) refuse(w http.ResponseWriter, r *http.Request, d decision) {
-	reason := closecode.FormatRetryHint(d.reason.Text(), d.hint)
+	text := d.text
+	if text == "" {
+		text = d.reason.Text()
+	}
+	reason := closecode.FormatRetryHint(text, d.hint)
 	if d.mode == ModeClose && !websocket.CanRefuseWithClose(w, r) {
 		d.mode = ModeHTTP
 	}

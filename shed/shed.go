@@ -87,6 +87,16 @@ type Options struct {
 	// Shed turns on shedding of existing connections; nil means never shed.
 	Shed *ShedPolicy
 
+	// Advisor, when set, is consulted on connection-limit decisions so
+	// that they are a cluster's, not only this process's: refusals then
+	// carry reason node_full (this server is full, others have room: a
+	// short hint) or cluster_full (the cluster is full: every server's
+	// hint from the cluster's overload), and a cluster-wide connection or
+	// per-address limit can refuse what this server alone would admit.
+	// See Advisor for when it is called and what it must not do. Nil
+	// means this server decides alone.
+	Advisor Advisor
+
 	// DrainWindow is how long Shutdown spreads the closing of existing
 	// connections over. A context deadline sooner than the window shortens
 	// it to three quarters of the time left. Default 5 s.
@@ -164,6 +174,7 @@ type Shedder struct {
 	head     *slot // oldest tracked connection
 	tail     *slot // newest tracked connection
 	draining bool
+	plan     DrainPlan     // the drain's pacing and hints, set when it starts
 	idle     chan struct{} // closed when conns reaches 0 while draining
 	// shedding state, touched only by the shedding loop
 	highSince time.Time

@@ -3,6 +3,7 @@ package shed
 import (
 	"bufio"
 	"io"
+	"net/netip"
 	"slices"
 	"strconv"
 	"sync"
@@ -86,6 +87,10 @@ type Stats struct {
 	Pressure float64
 	// Draining is true once Shutdown has started.
 	Draining bool
+	// Limits are the admission limits in force (see SetLimits): with
+	// Connections, Demand and Pressure, what a cluster's load report
+	// needs (the node's limit, MaxConns, and its admission rate, Rate).
+	Limits Limits
 	// Demand is the connections plus the refusals of the last
 	// Options.DemandWindow that more capacity could have admitted
 	// (per-IP and pending-place refusals do not count; see
@@ -206,12 +211,56 @@ func (s *Shedder) Stats() Stats {
 	now := s.now()
 	s.mu.Lock()
 	st.Connections, st.InFlight, st.Draining = s.conns, s.inflight, s.draining
+	st.Limits = s.limits
 	st.Demand, _ = s.demandLocked(now)
 	st.HardMode = s.hardDemandLocked(st.Demand)
 	s.mu.Unlock()
 	st.HardModeEntered = s.stats.hardEntered.Load() // Stats may have started it
 	st.Pressure = s.PressureRatio()
 	return st
+}
+
+// HeavyAddrs returns the client addresses (as the per-address limit counts
+// them) holding at least threshold connections, with their counts: at
+// most limit of them, the largest first; nil when there is none. A cluster
+// publishes them so that a per-address limit can hold across servers
+// without publishing every address. It walks every address under the
+// Shedder's lock, O(addresses): call it a few times a second, not per
+// request.
+func (s *Shedder) HeavyAddrs(threshold, limit int) map[netip.Addr]int {
+	if limit <= 0 {
+		return nil
+	}
+	threshold = max(threshold, 1)
+	type kv struct {
+		a netip.Addr
+		n int
+	}
+	var heavy []kv
+	s.mu.Lock()
+	for a, n := range s.perIP {
+		if n >= threshold {
+			heavy = append(heavy, kv{a, n})
+		}
+	}
+	s.mu.Unlock()
+	if len(heavy) == 0 {
+		return nil
+	}
+	if len(heavy) > limit {
+		slices.SortFunc(heavy, func(x, y kv) int {
+			if x.n != y.n {
+				return y.n - x.n
+			}
+			return x.a.Compare(y.a)
+		})
+		heavy = heavy[:limit]
+	}
+	out := make(map[netip.Addr]int, len(heavy))
+	for _, e := range heavy {
+		out[e.a] = e.n
+	}
+	return out
 }
 
 // WritePrometheus writes the metrics listed in the package documentation

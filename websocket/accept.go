@@ -13,7 +13,8 @@ import (
 
 // AcceptOptions configures Accept. The zero value (or nil) is safe: no
 // subprotocol, same-origin requests only, no compression, a 32 MiB read
-// limit. Accept copies the options and never modifies them.
+// limit, the process-wide memory budget. Accept copies the options and
+// never modifies them.
 type AcceptOptions struct {
 	// Subprotocols lists the subprotocols the server speaks, in order of
 	// preference. The first one the client also offered is selected.
@@ -38,8 +39,15 @@ type AcceptOptions struct {
 	Compression *CompressionOptions
 
 	// ReadLimit is the largest message accepted, in bytes (decompressed
-	// size). 0 means DefaultReadLimit; negative means no limit.
+	// size). 0 means DefaultReadLimit; negative means no limit, in which
+	// case MemoryBudget still bounds what Read holds (see
+	// Conn.SetReadLimit).
 	ReadLimit int64
+
+	// MemoryBudget bounds the memory of messages being read whole, shared
+	// with every other Conn given the same budget. Nil means
+	// DefaultMemoryBudget, the process-wide one.
+	MemoryBudget *MemoryBudget
 
 	// ResponseHeader holds extra headers for the 101 response (cookies, for
 	// example). Handshake headers in it are ignored.
@@ -133,6 +141,7 @@ func Accept(w http.ResponseWriter, r *http.Request, opts *AcceptOptions) (*Conn,
 		subprotocol: subprotocol,
 		extensions:  extResponse,
 		readLimit:   o.ReadLimit,
+		budget:      o.MemoryBudget,
 		logger:      o.Logger,
 	}
 	if params != nil {

@@ -193,3 +193,72 @@ func BenchmarkEcho(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkReadFragmented reads messages sent in 4 KiB frames: the path
+// that gathers a message whose size is not known in advance.
+func BenchmarkReadFragmented(b *testing.B) {
+	for _, n := range []int{16 << 10, 1 << 20} {
+		b.Run(sizeName(n), func(b *testing.B) {
+			var stream []byte
+			payload := bytes.Repeat([]byte("a"), n)
+			for off := 0; off < n; off += 4096 {
+				op := opContinuation
+				if off == 0 {
+					op = opBinary
+				}
+				end := min(off+4096, n)
+				h := frameHeader{fin: end == n, opcode: op, masked: true, length: int64(end - off), key: [4]byte{1, 2, 3, 4}}
+				p := bytes.Clone(payload[off:end])
+				mask(h.key, 0, p)
+				stream = append(appendFrameHeader(stream, h), p...)
+			}
+			rc := &replayConn{data: bytes.Repeat(stream, max(1, 65536/len(stream)))}
+			c := newConn(connConfig{nc: rc, br: bufio.NewReaderSize(rc, 4096), server: true})
+			ctx := context.Background()
+			b.SetBytes(int64(n))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, err := c.Read(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkReadCompressed reads compressed messages (no context takeover,
+// so that the same bytes can be replayed): the inflate path.
+func BenchmarkReadCompressed(b *testing.B) {
+	params := &deflateParams{clientNoContextTakeover: true, serverMaxWindowBits: 15, clientMaxWindowBits: 15}
+	for _, n := range []int{1 << 10, 16 << 10, 1 << 20} {
+		b.Run(sizeName(n), func(b *testing.B) {
+			var msg []byte
+			for i, docs := 0, benchJSON(64); len(msg) < n; i++ {
+				msg = append(msg, docs[i%len(docs)]...)
+			}
+			msg = msg[:n]
+			client := newDeflateState(params, false, nil)
+			var z bytes.Buffer
+			w := client.startMessage(&z)
+			w.Write(msg)
+			if err := client.finishMessage(); err != nil {
+				b.Fatal(err)
+			}
+			h := frameHeader{fin: true, rsv1: true, opcode: opBinary, masked: true, length: int64(z.Len()), key: [4]byte{1, 2, 3, 4}}
+			p := bytes.Clone(z.Bytes())
+			mask(h.key, 0, p)
+			frame := append(appendFrameHeader(nil, h), p...)
+			rc := &replayConn{data: bytes.Repeat(frame, max(1, 65536/len(frame)))}
+			c := newConn(connConfig{nc: rc, br: bufio.NewReaderSize(rc, 4096), server: true, deflate: newDeflateState(params, true, nil)})
+			ctx := context.Background()
+			b.SetBytes(int64(n))
+			b.ReportAllocs()
+			for b.Loop() {
+				_, got, err := c.Read(ctx)
+				if err != nil || len(got) != n {
+					b.Fatal(len(got), err)
+				}
+			}
+		})
+	}
+}

@@ -78,7 +78,8 @@ type Conn struct {
 	threshold     int // messages shorter than this are sent uncompressed
 	logger        *slog.Logger
 
-	readLimit atomic.Int64
+	readLimit atomic.Int64 // -1: none; never 0
+	budget    *MemoryBudget
 	idle      *idleWaiter // nil when the connection is not a plain socket
 
 	// readSema is held by the goroutine reading; rd belongs to it.
@@ -111,6 +112,7 @@ type connConfig struct {
 	deflate     *deflateState
 	threshold   int
 	readLimit   int64
+	budget      *MemoryBudget // nil: DefaultMemoryBudget
 	logger      *slog.Logger
 }
 
@@ -124,11 +126,15 @@ func newConn(cfg connConfig) *Conn {
 		deflate:     cfg.deflate,
 		threshold:   cfg.threshold,
 		logger:      cfg.logger,
+		budget:      cfg.budget,
 		readSema:    make(chan struct{}, 1),
 		msgSema:     make(chan struct{}, 1),
 		frameSema:   make(chan struct{}, 1),
 		recvCh:      make(chan struct{}),
 		doneCh:      make(chan struct{}),
+	}
+	if c.budget == nil {
+		c.budget = DefaultMemoryBudget()
 	}
 	c.idle = newIdleWaiter(c.nc)
 	if c.br == nil || (c.idle != nil && c.br.Buffered() == 0) {
@@ -137,14 +143,7 @@ func newConn(cfg connConfig) *Conn {
 		c.br = readerPool.Get().(*bufio.Reader)
 		c.br.Reset(c.nc)
 	}
-	switch {
-	case cfg.readLimit == 0:
-		c.readLimit.Store(DefaultReadLimit)
-	case cfg.readLimit < 0:
-		c.readLimit.Store(-1)
-	default:
-		c.readLimit.Store(cfg.readLimit)
-	}
+	c.SetReadLimit(cfg.readLimit)
 	if !c.server {
 		var seed [32]byte
 		crand.Read(seed[:])
@@ -164,10 +163,21 @@ func (c *Conn) Compressed() bool { return c.deflate != nil }
 
 // SetReadLimit sets the largest message the Conn accepts, in bytes; a
 // larger one ends the connection with 1009 Message Too Big. For compressed
-// messages the limit applies to the decompressed size. A negative limit
-// removes it (dangerous on connections from untrusted peers).
+// messages the limit applies to the decompressed size. 0 means
+// DefaultReadLimit. A negative limit removes it, which is dangerous on
+// connections from untrusted peers but not unbounded: Read and ReadInto
+// still hold no more than the Conn's MemoryBudget (a message larger than
+// the whole budget is refused with 1009), and memory follows the bytes
+// that arrive, whatever size a frame announces. Reader streams messages
+// of any size.
+//
+// An uncompressed message is refused as soon as its frame headers announce
+// more than the limit; a compressed one once it has inflated past it.
 func (c *Conn) SetReadLimit(n int64) {
-	if n < 0 {
+	switch {
+	case n == 0:
+		n = DefaultReadLimit
+	case n < 0:
 		n = -1
 	}
 	c.readLimit.Store(n)

@@ -24,8 +24,9 @@ import (
 
 // DialOptions configures Dial. The zero value (or nil) is safe: no
 // subprotocol, no compression, the proxy from the environment, the system's
-// TLS roots, a 32 MiB read limit. Dial copies the options and never
-// modifies them.
+// TLS roots, a 32 MiB read limit, the process-wide memory budget, response
+// headers of at most 1 MiB. Dial copies the options and never modifies
+// them.
 type DialOptions struct {
 	// Header holds extra request headers (Origin, Authorization, cookies).
 	// The handshake's own headers may not be set here.
@@ -56,12 +57,32 @@ type DialOptions struct {
 	Require []Requirement
 
 	// ReadLimit is the largest message accepted, in bytes (decompressed
-	// size). 0 means DefaultReadLimit; negative means no limit.
+	// size). 0 means DefaultReadLimit; negative means no limit, in which
+	// case MemoryBudget still bounds what Read holds (see
+	// Conn.SetReadLimit).
 	ReadLimit int64
+
+	// MemoryBudget bounds the memory of messages being read whole, shared
+	// with every other Conn given the same budget. Nil means
+	// DefaultMemoryBudget, the process-wide one.
+	MemoryBudget *MemoryBudget
+
+	// MaxResponseHeaderBytes bounds the handshake response's status line
+	// and headers (and a proxy's CONNECT response), so that a hostile or
+	// broken server cannot make Dial read without end. 0 means
+	// DefaultMaxResponseHeaderBytes (1 MiB, as net/http's server allows for
+	// requests). Negative values are an error: there is no unbounded
+	// setting.
+	MaxResponseHeaderBytes int64
 
 	// Logger receives debug logs. Nil is silent.
 	Logger *slog.Logger
 }
+
+// DefaultMaxResponseHeaderBytes is how large a handshake response's status
+// line and headers may be unless DialOptions.MaxResponseHeaderBytes says
+// otherwise: 1 MiB, what net/http's server allows for a request's.
+const DefaultMaxResponseHeaderBytes = 1 << 20
 
 // mandatoryCloseWait bounds how long Dial waits for the server to answer
 // its 1010 Close frame.
@@ -91,6 +112,12 @@ func Dial(ctx context.Context, rawURL string, opts *DialOptions) (*Conn, *http.R
 	}
 	if err := o.Compression.validate(); err != nil {
 		return nil, nil, err
+	}
+	switch {
+	case o.MaxResponseHeaderBytes == 0:
+		o.MaxResponseHeaderBytes = DefaultMaxResponseHeaderBytes
+	case o.MaxResponseHeaderBytes < 0:
+		return nil, nil, fmt.Errorf("websocket: invalid DialOptions.MaxResponseHeaderBytes %d: want a size in bytes, or 0 for the default of %d (there is no unbounded setting)", o.MaxResponseHeaderBytes, DefaultMaxResponseHeaderBytes)
 	}
 	compression := compressionForRequirements(o.Compression, o.Require)
 
@@ -251,7 +278,7 @@ func dialTransport(ctx context.Context, u *url.URL, req *http.Request, o *DialOp
 	target := hostPort(u)
 	var nc net.Conn
 	if proxyURL != nil {
-		nc, err = dialProxy(ctx, dial, proxyURL, target)
+		nc, err = dialProxy(ctx, dial, proxyURL, target, o.MaxResponseHeaderBytes)
 	} else {
 		nc, err = dial(ctx, "tcp", target)
 		if err != nil {
@@ -282,7 +309,7 @@ func dialTransport(ctx context.Context, u *url.URL, req *http.Request, o *DialOp
 }
 
 // dialProxy opens a tunnel to target through an HTTP proxy with CONNECT.
-func dialProxy(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), proxyURL *url.URL, target string) (net.Conn, error) {
+func dialProxy(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), proxyURL *url.URL, target string, maxHeader int64) (net.Conn, error) {
 	if proxyURL.Scheme != "http" && proxyURL.Scheme != "" {
 		return nil, fmt.Errorf("websocket: unsupported proxy scheme %q in %s: only http:// proxies are supported", proxyURL.Scheme, proxyURL.Redacted())
 	}
@@ -307,8 +334,13 @@ func dialProxy(ctx context.Context, dial func(context.Context, string, string) (
 		nc.Close()
 		return nil, fmt.Errorf("websocket: CONNECT through proxy %s: %w", proxyURL.Redacted(), err)
 	}
-	br := bufio.NewReader(nc)
-	resp, err := http.ReadResponse(br, connect)
+	lr := &boundedReader{r: nc}
+	br := bufio.NewReader(lr)
+	resp, err := readResponse(br, lr, connect, maxHeader)
+	if err == errResponseTooLarge {
+		nc.Close()
+		return nil, fmt.Errorf("websocket: proxy %s CONNECT response headers exceed %d bytes (DialOptions.MaxResponseHeaderBytes); if the proxy is trusted and really sends that much, raise the bound", proxyURL.Redacted(), maxHeader)
+	}
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("websocket: reading proxy %s CONNECT response: %w", proxyURL.Redacted(), err)
@@ -331,8 +363,12 @@ func handshake(nc net.Conn, req *http.Request, key, offer string, compression *C
 	if err := req.Write(nc); err != nil {
 		return nil, nil, fmt.Errorf("websocket: sending the upgrade request: %w", err)
 	}
-	br := bufio.NewReaderSize(nc, 4096)
-	resp, err := http.ReadResponse(br, req)
+	lr := &boundedReader{r: nc}
+	br := bufio.NewReaderSize(lr, 4096)
+	resp, err := readResponse(br, lr, req, o.MaxResponseHeaderBytes)
+	if err == errResponseTooLarge {
+		return nil, nil, &HandshakeError{Reason: fmt.Sprintf("response status line and headers exceed %d bytes (DialOptions.MaxResponseHeaderBytes); if the server is trusted and really sends that much, raise the bound", o.MaxResponseHeaderBytes)}
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("websocket: reading the handshake response: %w", err)
 	}
@@ -381,6 +417,7 @@ func handshake(nc net.Conn, req *http.Request, key, offer string, compression *C
 		subprotocol: subprotocol,
 		extensions:  answered,
 		readLimit:   o.ReadLimit,
+		budget:      o.MemoryBudget,
 		logger:      o.Logger,
 	}
 	if params != nil {
@@ -390,6 +427,52 @@ func handshake(nc net.Conn, req *http.Request, key, offer string, compression *C
 	c := newConn(cfg)
 	c.deflateParams = params
 	return c, resp, nil
+}
+
+// errResponseTooLarge is readResponse's error for a response whose status
+// line and headers exceed the bound.
+var errResponseTooLarge = errors.New("websocket: response headers too large")
+
+// readResponse reads an HTTP response's status line and headers through br,
+// which reads from lr, allowing at most maxHeader bytes for them. Memory
+// stays near maxHeader whatever the server sends. The body is not bounded:
+// callers read at most a little of it.
+func readResponse(br *bufio.Reader, lr *boundedReader, req *http.Request, maxHeader int64) (*http.Response, error) {
+	// br may read up to one buffer past the headers, into what follows.
+	allowed := addSat(maxHeader, int64(br.Size()))
+	lr.left = allowed
+	resp, err := http.ReadResponse(br, req)
+	header := allowed - lr.left - int64(br.Buffered())
+	hit := lr.hit
+	lr.left = -1
+	if hit || err == nil && header > maxHeader {
+		return nil, errResponseTooLarge
+	}
+	return resp, err
+}
+
+// boundedReader reads from r at most left bytes, then fails; a negative
+// left lifts the bound.
+type boundedReader struct {
+	r    io.Reader
+	left int64
+	hit  bool // the bound stopped a read
+}
+
+func (b *boundedReader) Read(p []byte) (int, error) {
+	if b.left < 0 {
+		return b.r.Read(p)
+	}
+	if b.left == 0 {
+		b.hit = true
+		return 0, errResponseTooLarge
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	return n, err
 }
 
 // parseRetryAfter reads a Retry-After header given in seconds or as an

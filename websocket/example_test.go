@@ -126,3 +126,30 @@ func ExampleHandler() {
 	})
 	_ = http.ListenAndServe("127.0.0.1:8080", h)
 }
+
+// A server that bounds the memory its uploads may take together: every
+// connection shares one 64 MiB budget, and the budget's use is exported
+// for monitoring. A message that finds no room in time is refused with
+// 1013 and a retry hint, one larger than the whole budget with 1009.
+func ExampleMemoryBudget() {
+	uploads := websocket.NewMemoryBudget(64 << 20)
+	handler := websocket.Handler(&websocket.AcceptOptions{
+		ReadLimit:    16 << 20,
+		MemoryBudget: uploads,
+	}, func(ctx context.Context, c *websocket.Conn) {
+		for {
+			_, msg, err := c.Read(ctx)
+			if err != nil {
+				return
+			}
+			_ = msg // store the upload; msg no longer counts in the budget
+		}
+	})
+	http.Handle("/upload", handler)
+	http.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
+		s := uploads.Stats()
+		fmt.Fprintf(w, "upload_bytes_in_use %d\nupload_budget_bytes %d\nupload_refused_total{code=\"1009\"} %d\nupload_refused_total{code=\"1013\"} %d\n",
+			s.InUse, s.Limit, s.RefusedTooBig, s.RefusedTryLater)
+	})
+	_ = http.ListenAndServe("127.0.0.1:8080", nil)
+}

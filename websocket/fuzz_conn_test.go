@@ -2,6 +2,7 @@ package websocket
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -29,6 +30,9 @@ func FuzzConnRead(f *testing.F) {
 	f.Add(masked(0x88, "\x03"))
 	f.Add(masked(0x81, "\xed\xa0\x80"))
 	f.Add([]byte{0xC1, 0x80, 0, 0, 0, 0})
+	for _, seed := range hostileSeeds() {
+		f.Add(seed)
+	}
 	f.Fuzz(func(t *testing.T, in []byte) {
 		a, b := net.Pipe()
 		c := newConn(connConfig{nc: a, server: true, readLimit: 1 << 16})
@@ -51,6 +55,67 @@ func FuzzConnRead(f *testing.F) {
 			break
 		}
 		c.CloseNow()
+	})
+}
+
+// hostileSeeds are inputs that announce more than they send: a
+// continuation of 2^63-1 bytes after 10, a first frame of 2^63-1, and
+// fragments whose sum passes 2^63.
+func hostileSeeds() [][]byte {
+	hdr := func(b0 byte, n uint64) []byte {
+		h := []byte{b0, 0xFF}
+		h = binary.BigEndian.AppendUint64(h, n)
+		return append(h, 9, 8, 7, 6)
+	}
+	var seeds [][]byte
+	seeds = append(seeds, append(append([]byte{0x02, 0x8A, 9, 8, 7, 6}, make([]byte, 10)...), hdr(0x80, 1<<63-1)...))
+	seeds = append(seeds, hdr(0x82, 1<<63-1))
+	seeds = append(seeds, append(hdr(0x02, 1<<62), hdr(0x80, 1<<62)...))
+	seeds = append(seeds, append([]byte{0xC2, 0xFE, 0xFF, 0xFF, 9, 8, 7, 6}, make([]byte, 100)...))
+	return seeds
+}
+
+// FuzzConnReadWhole reads arbitrary client bytes whole, without a read
+// limit and with a small memory budget, alternating Read and ReadInto:
+// no panic, no hang, a *CloseError at the end, and the budget entirely
+// given back.
+func FuzzConnReadWhole(f *testing.F) {
+	for _, seed := range hostileSeeds() {
+		f.Add(seed)
+	}
+	f.Add([]byte{0x81, 0x85, 9, 8, 7, 6, 'h' ^ 9, 'e' ^ 8, 'l' ^ 7, 'l' ^ 6, 'o' ^ 9})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		a, b := net.Pipe()
+		budget := NewMemoryBudget(64 << 10)
+		c := newConn(connConfig{nc: a, server: true, readLimit: -1, budget: budget})
+		go func() {
+			b.Write(in)
+			b.Close()
+		}()
+		go io.Copy(io.Discard, b)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		buf := make([]byte, 0, 64)
+		for i := 0; ; i++ {
+			var err error
+			if i%2 == 0 {
+				_, _, err = c.Read(ctx)
+			} else {
+				_, _, err = c.ReadInto(ctx, buf)
+			}
+			if err == nil {
+				continue
+			}
+			var ce *CloseError
+			if !errors.As(err, &ce) {
+				t.Fatalf("Read ended with %v, want a *CloseError", err)
+			}
+			break
+		}
+		c.CloseNow()
+		if s := budget.Stats(); s.InUse != 0 || s.Peak > 64<<10 {
+			t.Fatalf("budget %+v after the connection ended", s)
+		}
 	})
 }
 

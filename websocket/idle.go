@@ -29,6 +29,9 @@ type idleWaiter struct {
 	n     int
 	err   error
 	pre   prefixReader
+
+	queuedFn func(fd uintptr) // nil where unsupported
+	queuedN  int32
 }
 
 func newIdleWaiter(nc net.Conn) *idleWaiter {
@@ -66,7 +69,21 @@ func newIdleWaiter(nc net.Conn) *idleWaiter {
 		return true
 	}
 	w.pre.nc = nc
+	w.queuedFn = newQueuedFn(&w.queuedN)
 	return w
+}
+
+// queued returns how many bytes the socket has received that are not read
+// yet, or 0 when that cannot be told. It costs one system call.
+func (w *idleWaiter) queued() int64 {
+	if w == nil || w.queuedFn == nil {
+		return 0
+	}
+	w.queuedN = 0
+	if w.rc.Control(w.queuedFn) != nil {
+		return 0
+	}
+	return int64(max(w.queuedN, 0))
 }
 
 // awaitData is called by the reader at a message boundary. If nothing is

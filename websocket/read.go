@@ -1,12 +1,12 @@
 package websocket
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -33,37 +33,87 @@ type readState struct {
 	mr           messageReader
 	gen          uint64 // counts messages, so a stale stream cannot read on
 
+	// Current message read whole (Read, ReadInto); see collect.go.
+	collect bool    // the message is read into memory, not streamed
+	dstCap  int64   // capacity of the caller's buffer (ReadInto)
+	chunks  []chunk // filled buffers before cur
+	cur     chunk   // the buffer being filled
+	stored  int64   // bytes in chunks and cur
+	owned   int64   // bytes of the buffers the Conn allocated for the message
+	held    int64   // of owned, counted in the memory budget
+	hold    bool    // ReadHeld: on delivery, keep held counted (as kept)
+	kept    int64   // held bytes handed over to ReadHeld's caller
+	probe   [1]byte
+
 	ctrl [maxControlPayload]byte
 }
 
 // Read reads the next whole data message. The returned slice is the
-// caller's to keep.
+// caller's to keep, and no longer counted in the Conn's MemoryBudget.
+//
+// While the message arrives, Read holds memory for the bytes received (see
+// the package documentation, Hostile peers), and may wait for room in the
+// memory budget; ctx bounds that wait as it bounds the reads.
 //
 // Read returns a *CloseError when the connection ends: the peer's close
 // (Remote true), or the code this endpoint closed with after a protocol
-// violation, an oversized message (1009) or invalid UTF-8 (1007). If ctx
-// ends while Read waits, the connection is closed, since a frame may have
-// been read only in part.
+// violation, an oversized message (1009: over the read limit, or larger
+// than the whole memory budget), invalid UTF-8 (1007), or a message that
+// found no room in the memory budget in time (1013 with a retry-after=
+// hint). If ctx ends while Read waits, the connection is closed, since a
+// frame may have been read only in part.
 func (c *Conn) Read(ctx context.Context) (MessageType, []byte, error) {
 	return c.read(ctx, nil)
 }
 
-// ReadInto is Read with a buffer to reuse: a message sent in one frame is
-// read into buf[:0] when it fits; a larger, fragmented or compressed one may
-// need a new slice. Loops that handle one message at a time (echo, proxies,
-// decoders) save an allocation per message; the returned slice is only valid
-// until buf is reused, so pass it back in as the next buf.
+// ReadInto is Read with a buffer to reuse: a message is read into buf[:0]
+// when it fits in cap(buf), however it was framed or compressed; a larger
+// one is delivered in a new slice. Loops that handle one message at a time
+// (echo, proxies, decoders) save an allocation per message; the returned
+// slice is only valid until buf is reused, so pass it back in as the next
+// buf. buf's memory does not count in the memory budget: it is the
+// caller's.
 func (c *Conn) ReadInto(ctx context.Context, buf []byte) (MessageType, []byte, error) {
 	return c.read(ctx, buf[:0])
 }
 
+// ReadHeld is ReadInto for a message the application keeps for a while
+// after reading it — an echo being written back, a message queued for
+// other connections: a message that did not fit in buf stays counted in
+// the Conn's MemoryBudget until release is called, so the budget bounds
+// that memory too and other reads wait (their peers pushed back by TCP)
+// instead of allocating more. Call release when the message is no longer
+// needed (later calls do nothing); release is never nil, also on error. A
+// message read into buf, or within BudgetFreeBytes, counts nothing.
+func (c *Conn) ReadHeld(ctx context.Context, buf []byte) (typ MessageType, p []byte, release func(), err error) {
+	var kept int64
+	typ, p, err = c.readWith(ctx, buf[:0], func() {
+		kept, c.rd.kept = c.rd.kept, 0
+	})
+	if kept == 0 {
+		return typ, p, func() {}, err
+	}
+	var once sync.Once
+	return typ, p, func() { once.Do(func() { c.budget.release(kept) }) }, err
+}
+
 func (c *Conn) read(ctx context.Context, dst []byte) (MessageType, []byte, error) {
+	return c.readWith(ctx, dst, nil)
+}
+
+// readWith reads one message; with take set, the message's budget is kept
+// on delivery (rd.kept) and take runs, under the read lock, to claim it.
+func (c *Conn) readWith(ctx context.Context, dst []byte, take func()) (MessageType, []byte, error) {
 	if err := c.acquire(ctx, c.readSema); err != nil {
 		return 0, nil, err
 	}
 	defer func() { <-c.readSema }()
+	if take != nil {
+		c.rd.hold = true
+		defer func() { c.rd.hold = false; take() }()
+	}
 	stop := c.watchRead(ctx)
-	typ, p, err := c.readMessage(dst)
+	typ, p, err := c.readMessage(ctx, dst)
 	if causedByContext(ctx, stop(), err) {
 		return 0, nil, c.interrupted(ctx)
 	}
@@ -72,16 +122,21 @@ func (c *Conn) read(ctx context.Context, dst []byte) (MessageType, []byte, error
 
 // readMessage reads one whole message with readSema held, into dst when
 // it is not nil.
-func (c *Conn) readMessage(dst []byte) (MessageType, []byte, error) {
-	if err := c.beginMessage(); err != nil {
+//
+// Memory follows the bytes that arrive, never the sizes announced: a
+// message gets a buffer of its announced size at once only up to
+// BudgetFreeBytes (or in the caller's buffer, when it fits there); larger
+// ones grow as their payload comes in (see collectMessage).
+func (c *Conn) readMessage(ctx context.Context, dst []byte) (MessageType, []byte, error) {
+	rd := &c.rd
+	if err := c.beginMessage(true, int64(cap(dst))); err != nil {
 		return 0, nil, err
 	}
-	rd := &c.rd
-	limit := c.readLimit.Load()
-	// Fast path: one uncompressed frame, read straight into its slice.
-	if rd.fin && !rd.compressed {
+	// Fast path: one small uncompressed frame, read straight into its slice.
+	fitsDst := dst != nil && rd.remaining <= rd.dstCap
+	if rd.fin && !rd.compressed && (rd.remaining <= BudgetFreeBytes || fitsDst) {
 		var p []byte
-		if dst != nil && int64(cap(dst)) >= rd.remaining {
+		if fitsDst {
 			p = dst[:rd.remaining]
 		} else {
 			p = make([]byte, rd.remaining)
@@ -121,21 +176,7 @@ func (c *Conn) readMessage(dst []byte) (MessageType, []byte, error) {
 		rd.inMessage = false
 		return rd.msgType, p, nil
 	}
-	buf := bytes.NewBuffer(dst)
-	src := io.Reader(&rd.mr)
-	if limit > 0 {
-		// Read one byte past the limit so an oversized message is noticed
-		// without ever holding more than limit+1 bytes.
-		src = io.LimitReader(src, limit+1)
-	}
-	if _, err := buf.ReadFrom(src); err != nil {
-		return 0, nil, err
-	}
-	if rd.inMessage {
-		// Unreachable: crossing the limit fails inside messageReader.
-		return 0, nil, c.readFailed(errTooBig("message exceeds the read limit of %d bytes", limit))
-	}
-	return rd.msgType, buf.Bytes(), nil
+	return c.collectMessage(ctx, dst)
 }
 
 // Reader returns the next data message as a stream. Read it to io.EOF
@@ -147,7 +188,7 @@ func (c *Conn) Reader(ctx context.Context) (MessageType, io.Reader, error) {
 	}
 	defer func() { <-c.readSema }()
 	stop := c.watchRead(ctx)
-	err := c.beginMessage()
+	err := c.beginMessage(false, 0)
 	if causedByContext(ctx, stop(), err) {
 		return 0, nil, c.interrupted(ctx)
 	}
@@ -176,12 +217,15 @@ func (c *Conn) interrupted(ctx context.Context) error {
 }
 
 // beginMessage skips what is left of an unfinished message, then reads up
-// to the first frame of the next data message.
-func (c *Conn) beginMessage() error {
+// to the first frame of the next data message. collect tells whether that
+// message is read whole (Read, ReadInto, with a buffer of dstCap bytes) or
+// streamed (Reader).
+func (c *Conn) beginMessage(collect bool, dstCap int64) error {
 	if c.finished() {
 		return c.closedErr()
 	}
 	rd := &c.rd
+	rd.collect, rd.dstCap = false, 0 // a message being skipped is streamed
 	if rd.inMessage {
 		if _, err := io.Copy(io.Discard, &rd.mr); err != nil {
 			return err
@@ -204,6 +248,7 @@ func (c *Conn) beginMessage() error {
 	rd.compressed = h.rsv1
 	rd.total = 0
 	rd.utf8.reset()
+	rd.collect, rd.dstCap = collect, dstCap
 	rd.inMessage = true
 	rd.gen++
 	rd.mr = messageReader{c: c, raw: payloadReader{c: c}}
@@ -211,10 +256,17 @@ func (c *Conn) beginMessage() error {
 	if rd.compressed {
 		rd.mr.src = c.deflate.startInflate(&rd.mr.raw)
 	}
-	return c.startFrame(h)
+	if err := c.startFrame(h); err != nil {
+		return c.readFailed(err)
+	}
+	return nil
 }
 
-// startFrame makes h the current data frame.
+// startFrame makes h the current data frame. An uncompressed message
+// whose frames announce more than the read limit, or, when it is read
+// whole, more than the memory budget can ever hold, is refused at once,
+// before any of its payload is read. The sum saturates: no announced
+// length, up to 2^63-1 per frame, can wrap it around.
 func (c *Conn) startFrame(h frameHeader) error {
 	rd := &c.rd
 	rd.fin = h.fin
@@ -223,8 +275,16 @@ func (c *Conn) startFrame(h frameHeader) error {
 	rd.key = h.key
 	rd.maskPos = 0
 	rd.continuation = !h.fin
-	if limit := c.readLimit.Load(); limit > 0 && !rd.compressed && rd.total+h.length > limit {
-		return c.readFailed(errTooBig("message of at least %d bytes exceeds the read limit of %d bytes", rd.total+h.length, limit))
+	if rd.compressed {
+		return nil // the limits apply to the inflated size, checked as it comes
+	}
+	total := addSat(rd.total, h.length)
+	if limit := c.readLimit.Load(); limit >= 0 && total > limit {
+		return errTooBig("message of at least %d bytes exceeds the read limit of %d bytes", total, limit)
+	}
+	if rd.collect && total > BudgetFreeBytes && total > rd.dstCap && !c.budget.fits(total) {
+		c.budget.refuseTooBig()
+		return errTooBigForBudget(total, c.budget.Limit())
 	}
 	return nil
 }
@@ -392,6 +452,7 @@ func (c *Conn) finishClose() {
 // readFailed turns a read error into the connection's end. Protocol
 // violations are answered with a Close frame carrying their code.
 func (c *Conn) readFailed(err error) error {
+	c.dropMessage()
 	var pe *protocolError
 	var ce *CloseError
 	switch {
@@ -524,7 +585,7 @@ func (r *messageReader) Read(p []byte) (int, error) {
 	}
 	n, err := r.src.Read(p)
 	rd.total += int64(n)
-	if limit := c.readLimit.Load(); limit > 0 && rd.total > limit {
+	if limit := c.readLimit.Load(); limit >= 0 && rd.total > limit {
 		return 0, c.readFailed(errTooBig("message exceeds the read limit of %d bytes", limit))
 	}
 	if rd.msgType == MessageText && !rd.utf8.write(p[:n]) {

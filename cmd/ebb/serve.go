@@ -3,14 +3,19 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/netip"
+	"net/url"
+	"regexp"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/ebb-ws/ebb/closecode"
+	"github.com/ebb-ws/ebb/cluster"
 	"github.com/ebb-ws/ebb/cmd/ebb/internal/server"
 	"github.com/ebb-ws/ebb/shed"
 	"github.com/ebb-ws/ebb/websocket"
@@ -43,6 +48,19 @@ type serveOptions struct {
 	logJSON        bool
 	metricsAddr    string
 	broadcastQueue int
+	drainDelay     time.Duration
+	drainWindowSet bool // --drain-window was given
+
+	// cluster
+	cluster         string
+	join            []string
+	natsURL         string
+	node            string
+	store           string
+	clusterAddr     string
+	clusterMaxConns int
+	clusterSize     int
+	clusterPerIP    bool
 }
 
 func newServeCmd(e *env) *cobra.Command {
@@ -54,6 +72,7 @@ func newServeCmd(e *env) *cobra.Command {
 
   ws://ADDR/echo       sends every message back to its sender
   ws://ADDR/broadcast  sends every message to every client of /broadcast
+                       (resumable: subprotocol ebb.resume.v1 and ?from=N)
   http://ADDR/         live dashboard: connections, admissions vs refusals, close codes
   http://ADDR/metrics  Prometheus metrics (see the shed package and the README for the names)
   http://ADDR/healthz  200 "ok", or 503 "draining" once the drain has started
@@ -81,20 +100,55 @@ a message is limited by --read-limit and by the process-wide message memory
 budget, and a /broadcast member more than --broadcast-queue bytes behind is
 closed with 1013 (it may reconnect at once).
 
-On SIGINT or SIGTERM the server stops admitting, closes every connection
-with 1012 Service Restart (or --drain-code 1001) spread over --drain-window,
-each with its own retry hint, and exits when they are gone. While it drains
-it keeps its listener open: new clients are refused (1013 with a hint, or
-503 with --drain-503), /healthz answers 503 and /metrics keeps answering.
+On SIGINT or SIGTERM /healthz answers 503 at once (in a cluster, once the
+node has its turn to drain), and after --drain-delay (give your load
+balancer's health-check interval times its fall count) the server stops
+admitting, closes every connection with 1012 Service Restart (or
+--drain-code 1001) spread over --drain-window, each with its own retry
+hint, and exits when they are gone. While it drains it keeps its listener
+open: new clients are refused (1013 with a hint, or 503 with --drain-503)
+and /metrics keeps answering.
+
+/broadcast numbers its messages and keeps a bounded history: a client
+that offers the subprotocol ebb.resume.v1 gets "<seq>\n<message>" and,
+reconnecting with ?from=<last seq + 1>, exactly what it missed, then
+"!live <next>"; what the history no longer holds is announced as
+"!gap <from> <next>". Other clients get plain messages.
+
+Cluster: with --cluster NAME the server is one node of a cluster on NATS.
+NATS runs inside ebb by default; give the first node --cluster-addr (the
+address its NATS accepts routes on) and every other node --join with the
+route URL the first one prints. With --nats URL the nodes use an existing
+NATS deployment (JetStream on) instead: the production choice, since it
+outlives every ebb restart. In a cluster, a full node whose peers have
+room refuses with a short hint ("node at capacity, cluster has room"), a
+full cluster (or one at --cluster-max-conns) refuses with the hint of the
+cluster's overload, the same on every node; /broadcast spans every node,
+and a client resumes on any of them; drains take turns (with
+--cluster-size, a node drains only once the cluster is whole again), and
+a draining node paces its 1012s to what the other nodes can admit, over a
+window of at most --drain-window (5m unless set). /metrics adds the
+cluster's gauges (ebb_cluster_*). ebb serve prints the node's name and
+NATS URLs at start.
 
 Admission limits are off unless set; the accept loop's bound and pacing are
 on (--max-pending 0 and --no-pacing turn them off).`,
 		Example: `  ebb serve
   ebb serve --addr :9000 --max-conns 1000 --max-conns-per-ip 20 --rate 200 --burst 50
   ebb serve --max-conns 50 --compress --drain-window 10s --log-level debug
-  ebb serve --addr :8080 --metrics-addr 127.0.0.1:9090 --max-conns 10000 --hard-demand 20000`,
+  ebb serve --addr :8080 --metrics-addr 127.0.0.1:9090 --max-conns 10000 --hard-demand 20000
+
+  # Three nodes on one machine, NATS embedded (behind a load balancer on :8080):
+  ebb serve --addr :8081 --cluster demo --node a --cluster-addr 127.0.0.1:6222 --max-conns 1000
+  ebb serve --addr :8082 --cluster demo --node b --join nats-route://127.0.0.1:6222 --max-conns 1000
+  ebb serve --addr :8083 --cluster demo --node c --join nats-route://127.0.0.1:6222 --max-conns 1000
+
+  # On an existing NATS, a cluster-wide limit, 4 s for the load balancer to notice a drain:
+  ebb serve --addr :8080 --cluster prod --nats nats://nats1:4222,nats://nats2:4222 \
+      --max-conns 10000 --cluster-max-conns 25000 --cluster-size 3 --drain-delay 4s`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			o.drainWindowSet = cmd.Flags().Changed("drain-window")
 			cfg, err := o.config(e)
 			if err != nil {
 				return err
@@ -122,7 +176,7 @@ on (--max-pending 0 and --no-pacing turn them off).`,
 	f.BoolVar(&o.shedding, "shed", false, "close a fraction of connections with 1013 while pressure stays high")
 	f.Float64Var(&o.shedFraction, "shed-fraction", 0.05, "largest share of connections shed per interval, in (0, 1]")
 	f.DurationVar(&o.shedInterval, "shed-interval", time.Second, "how long pressure must stay high, and the time between shedding rounds")
-	f.DurationVar(&o.drainWindow, "drain-window", shed.DefaultDrainWindow, "on SIGINT/SIGTERM, spread the closing of connections over this long")
+	f.DurationVar(&o.drainWindow, "drain-window", shed.DefaultDrainWindow, "on SIGINT/SIGTERM, spread the closing of connections over this long (with --cluster: at most this long, 5m unless set; the cluster's plan decides)")
 	f.IntVar(&o.drainCode, "drain-code", int(closecode.ServiceRestart), "close code for draining: 1012 (restart, come back soon) or 1001 (going away)")
 	f.DurationVar(&o.drainHint, "drain-hint", shed.DefaultDrainHint, "retry hint sent while draining, before jitter")
 	f.BoolVar(&o.drain503, "drain-503", false, "while draining, refuse new upgrades with HTTP 503 instead of upgrade-then-close")
@@ -136,6 +190,16 @@ on (--max-pending 0 and --no-pacing turn them off).`,
 	f.BoolVar(&o.logJSON, "log-json", false, "log as JSON lines instead of text")
 	f.StringVar(&o.metricsAddr, "metrics-addr", "", "also serve /metrics, /healthz and the dashboard on this address, outside admission control")
 	f.IntVar(&o.broadcastQueue, "broadcast-queue", server.DefaultBroadcastQueueBytes, "bytes a /broadcast member may fall behind before it is closed with 1013")
+	f.DurationVar(&o.drainDelay, "drain-delay", 0, "on SIGINT/SIGTERM, answer /healthz with 503 this long before closing connections, so a load balancer moves away first")
+	f.StringVar(&o.cluster, "cluster", "", "join (or start) the cluster NAME: admission, broadcast and drains become the cluster's")
+	f.StringArrayVar(&o.join, "join", nil, "route URL of a node already in the cluster (as it prints at start), e.g. nats-route://10.0.0.1:6222; embedded NATS only (repeatable)")
+	f.StringVar(&o.natsURL, "nats", "", "use this existing NATS (JetStream on), e.g. nats://nats1:4222,nats://nats2:4222, instead of embedding one")
+	f.StringVar(&o.node, "node", "", "this node's name, unique in the cluster; keep it across restarts (default: host name and a random suffix)")
+	f.StringVar(&o.store, "store", "", "directory of the embedded NATS's store (history, drain lease); keep it across restarts (default: a temporary one)")
+	f.StringVar(&o.clusterAddr, "cluster-addr", "", "address the embedded NATS accepts routes from other nodes on, e.g. 0.0.0.0:6222 (a fixed port on the first node)")
+	f.IntVar(&o.clusterMaxConns, "cluster-max-conns", 0, "most connections across the cluster, on top of each node's --max-conns (0: the nodes' limits)")
+	f.IntVar(&o.clusterSize, "cluster-size", 0, "nodes the cluster should have: a drain waits until that many serve (0: do not wait)")
+	f.BoolVar(&o.clusterPerIP, "cluster-per-ip", false, "apply --max-conns-per-ip across the cluster, not per node")
 	return cmd
 }
 
@@ -180,6 +244,13 @@ func (o *serveOptions) config(e *env) (server.Config, error) {
 	if o.shedFraction <= 0 || o.shedFraction > 1 {
 		return server.Config{}, usagef("--shed-fraction %v: want a value in (0, 1]", o.shedFraction)
 	}
+	if o.drainDelay < 0 {
+		return server.Config{}, usagef("--drain-delay %v: want 0 or a positive duration", o.drainDelay)
+	}
+	cc, err := o.clusterConfig()
+	if err != nil {
+		return server.Config{}, err
+	}
 	cfg := server.Config{
 		Addr: o.addr,
 		Shed: shed.Options{
@@ -199,6 +270,12 @@ func (o *serveOptions) config(e *env) (server.Config, error) {
 		Logger:      logger,
 		MetricsAddr: o.metricsAddr,
 		Broadcast:   server.BroadcastLimits{MaxQueueBytes: o.broadcastQueue},
+		DrainDelay:  o.drainDelay,
+		Cluster:     cc,
+		Progress:    prefixed{e.stderr, "ebb serve: "},
+	}
+	if cc != nil && o.drainWindowSet {
+		cc.Plan.MaxWindow = o.drainWindow
 	}
 	if o.jitter == 0 {
 		cfg.Shed.Jitter = -1 // shed's zero means "default"; the flag's 0 means off
@@ -239,6 +316,9 @@ func serve(ctx context.Context, e *env, cfg server.Config) error {
 	fmt.Fprintf(e.stderr, "ebb serve: listening on %s\n  dashboard  http://%s/\n  echo       ws://%s/echo\n  broadcast  ws://%s/broadcast\n  metrics    http://%s/metrics\n  health     http://%s/healthz\n",
 		addr, maddr, addr, addr, maddr, maddr)
 	fmt.Fprintf(e.stderr, "  %s\n", describeLimits(cfg))
+	if n := s.Node(); n != nil {
+		describeCluster(e.stderr, cfg, n)
+	}
 	served := make(chan error, 1)
 	go func() { served <- s.Serve() }()
 	select {
@@ -246,13 +326,9 @@ func serve(ctx context.Context, e *env, cfg server.Config) error {
 		return err
 	case <-ctx.Done():
 	}
-	window := cfg.Shed.DrainWindow
-	if window == 0 {
-		window = shed.DefaultDrainWindow
-	}
-	fmt.Fprintf(e.stderr, "ebb serve: draining: closing %s with %s over %s; new clients are refused meanwhile\n",
-		plural(s.Shedder().Stats().Connections, "connection"), cfg.Shed.DrainCode, window)
-	sctx, cancel := context.WithTimeout(context.Background(), window+5*time.Second)
+	// The drain reports its steps through cfg.Progress; 5 s on top of its
+	// own bound for the last closing handshakes.
+	sctx, cancel := context.WithTimeout(context.Background(), s.DrainBudget()+5*time.Second)
 	defer cancel()
 	serr := s.Shutdown(sctx)
 	<-served
@@ -288,8 +364,139 @@ func describeLimits(cfg server.Config) string {
 	add(l.HardDemand > 0, "HTTP 503 above demand %d", l.HardDemand)
 	add(cfg.Listener.MaxPending > 0, "max %d pending", cfg.Listener.MaxPending)
 	add(cfg.Compression != nil, "permessage-deflate on")
+	add(cfg.Cluster != nil && cfg.Cluster.Policy.MaxConns > 0, "max %d across the cluster", clusterMax(cfg))
+	add(cfg.Cluster != nil && cfg.Cluster.PerIP, "per-IP limit across the cluster")
+	add(cfg.DrainDelay > 0, "/healthz 503 for %s before a drain", cfg.DrainDelay)
 	if len(parts) == 0 {
 		return "limits: none (every upgrade admitted and counted)"
 	}
 	return "limits: " + strings.Join(parts, ", ")
+}
+
+// namePattern is what cluster and node names may look like (they name
+// NATS subjects and streams).
+var namePattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// clusterConfig validates the cluster flags; nil without --cluster.
+func (o *serveOptions) clusterConfig() (*server.ClusterConfig, error) {
+	if o.cluster == "" {
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{
+			{"--join", len(o.join) > 0}, {"--nats", o.natsURL != ""}, {"--node", o.node != ""},
+			{"--store", o.store != ""}, {"--cluster-addr", o.clusterAddr != ""},
+			{"--cluster-max-conns", o.clusterMaxConns != 0}, {"--cluster-size", o.clusterSize != 0},
+			{"--cluster-per-ip", o.clusterPerIP},
+		} {
+			if f.set {
+				return nil, usagef("%s needs --cluster NAME", f.name)
+			}
+		}
+		return nil, nil
+	}
+	if !namePattern.MatchString(o.cluster) {
+		return nil, usagef("--cluster %q: want 1 to 64 letters, digits, '-' or '_'", o.cluster)
+	}
+	if o.node != "" && !namePattern.MatchString(o.node) {
+		return nil, usagef("--node %q: want 1 to 64 letters, digits, '-' or '_'", o.node)
+	}
+	if o.natsURL != "" {
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{{"--join", len(o.join) > 0}, {"--store", o.store != ""}, {"--cluster-addr", o.clusterAddr != ""}} {
+			if f.set {
+				return nil, usagef("%s configures the embedded NATS, and --nats uses an existing one: give one or the other", f.name)
+			}
+		}
+	}
+	if o.clusterMaxConns < 0 {
+		return nil, usagef("--cluster-max-conns %d: want 0 (the nodes' limits) or more", o.clusterMaxConns)
+	}
+	if o.clusterSize < 0 {
+		return nil, usagef("--cluster-size %d: want 0 (do not wait) or the number of nodes", o.clusterSize)
+	}
+	if o.clusterPerIP && o.limits.MaxConnsPerIP == 0 {
+		return nil, usagef("--cluster-per-ip needs --max-conns-per-ip N")
+	}
+	if o.clusterAddr != "" {
+		if _, _, err := net.SplitHostPort(o.clusterAddr); err != nil {
+			return nil, usagef("--cluster-addr %q: want host:port, e.g. 0.0.0.0:6222", o.clusterAddr)
+		}
+	}
+	remote := ""
+	for _, j := range o.join {
+		u := j
+		if !strings.Contains(u, "://") {
+			u = "nats-route://" + u
+		}
+		p, err := url.Parse(u)
+		if err != nil || p.Hostname() == "" || p.Port() == "" {
+			return nil, usagef("--join %q: want a route URL such as nats-route://10.0.0.1:6222, as the first node prints", j)
+		}
+		if ip := net.ParseIP(p.Hostname()); p.Hostname() != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			remote = j
+		}
+	}
+	if remote != "" && o.clusterAddr == "" {
+		return nil, usagef("--join %s is on another host: give --cluster-addr HOST:PORT, an address of this node the others can reach", remote)
+	}
+	cc := &server.ClusterConfig{
+		Options: cluster.Options{
+			Cluster: o.cluster,
+			Name:    o.node,
+			NATSURL: o.natsURL,
+			Embedded: cluster.Embedded{
+				ClusterAddr: o.clusterAddr,
+				Routes:      o.join,
+				StoreDir:    o.store,
+			},
+		},
+		Policy:     cluster.Policy{MaxConns: o.clusterMaxConns},
+		PerIP:      o.clusterPerIP,
+		MinServing: o.clusterSize,
+	}
+	return cc, nil
+}
+
+// describeCluster prints the node's place in the cluster, and what to
+// give the next node.
+func describeCluster(w io.Writer, cfg server.Config, n *cluster.Node) {
+	nats := "NATS " + n.ClientURL()
+	if cfg.Cluster.Options.NATSURL == "" {
+		nats = "embedded NATS " + n.ClientURL()
+	}
+	fmt.Fprintf(w, "  cluster    %s, node %s, %s\n", n.Cluster(), n.Name(), nats)
+	switch route := n.RouteURL(); {
+	case route != "":
+		fmt.Fprintf(w, "  join       further nodes: --cluster %s --join %s\n", n.Cluster(), route)
+		if len(cfg.Cluster.Options.Embedded.Routes) == 0 {
+			fmt.Fprintf(w, "             (the cluster's history and drain turns start once a second node has joined)\n")
+		}
+	case cfg.Cluster.Options.NATSURL == "":
+		fmt.Fprintf(w, "  join       standalone: start with --cluster-addr HOST:PORT to let other nodes --join\n")
+	default:
+		fmt.Fprintf(w, "  join       further nodes: --cluster %s --nats %s\n", n.Cluster(), cfg.Cluster.Options.NATSURL)
+	}
+}
+
+// prefixed writes each line (one Write) with a prefix.
+type prefixed struct {
+	w      io.Writer
+	prefix string
+}
+
+func (p prefixed) Write(b []byte) (int, error) {
+	if _, err := io.WriteString(p.w, p.prefix+string(b)); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+func clusterMax(cfg server.Config) int {
+	if cfg.Cluster == nil {
+		return 0
+	}
+	return cfg.Cluster.Policy.MaxConns
 }

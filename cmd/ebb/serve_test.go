@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -223,8 +224,14 @@ func TestServeDrainOnSIGTERM(t *testing.T) {
 	defer cancel()
 	conns := make([]*websocket.Conn, clients)
 	var wg sync.WaitGroup
+	// At most 16 handshakes at a time: 500 at once from one address is
+	// what the accept loop's per-address share of pending places refuses
+	// (503) on a busy machine, and this test is about the drain.
+	sem := make(chan struct{}, 16)
 	for i := range conns {
 		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
 			c, _, err := websocket.Dial(ctx, "ws://"+addr+"/echo", nil)
 			if err != nil {
 				t.Errorf("dial: %v", err)
@@ -312,5 +319,120 @@ func TestServeCompressionFlags(t *testing.T) {
 	c := cfg.Compression
 	if c == nil || c.Level != 3 || !c.ServerNoContextTakeover || !c.ClientNoContextTakeover || c.ServerMaxWindowBits != 10 {
 		t.Fatalf("compression options = %+v, want level 3, no context takeover both ways, 10 window bits", c)
+	}
+}
+
+// TestServeClusterFlagMistakes: a wrong combination of the cluster flags
+// is a usage error, told in one line as every command's are.
+func TestServeClusterFlagMistakes(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--join", "nats-route://127.0.0.1:6222"}, "--join needs --cluster NAME"},
+		{[]string{"--nats", "nats://127.0.0.1:4222"}, "--nats needs --cluster NAME"},
+		{[]string{"--node", "a"}, "--node needs --cluster NAME"},
+		{[]string{"--cluster-max-conns", "10"}, "--cluster-max-conns needs --cluster NAME"},
+		{[]string{"--cluster", "a", "--nats", "nats://127.0.0.1:4222", "--join", "127.0.0.1:6222"}, "--join configures the embedded NATS, and --nats uses an existing one"},
+		{[]string{"--cluster", "a", "--nats", "nats://127.0.0.1:4222", "--store", "/tmp/x"}, "--store configures the embedded NATS"},
+		{[]string{"--cluster", "a b"}, `--cluster "a b": want 1 to 64 letters`},
+		{[]string{"--cluster", "a", "--node", "n.1"}, `--node "n.1": want 1 to 64 letters`},
+		{[]string{"--cluster", "a", "--cluster-per-ip"}, "--cluster-per-ip needs --max-conns-per-ip N"},
+		{[]string{"--cluster", "a", "--join", "10.1.2.3:6222"}, "--join 10.1.2.3:6222 is on another host: give --cluster-addr HOST:PORT"},
+		{[]string{"--cluster", "a", "--join", "nats-route://nohost"}, "want a route URL such as nats-route://10.0.0.1:6222"},
+		{[]string{"--cluster", "a", "--cluster-addr", "6222"}, `--cluster-addr "6222": want host:port`},
+		{[]string{"--cluster", "a", "--cluster-max-conns", "-1"}, "--cluster-max-conns -1: want 0"},
+		{[]string{"--cluster", "a", "--cluster-size", "-2"}, "--cluster-size -2: want 0"},
+		{[]string{"--drain-delay", "-1s"}, "--drain-delay -1s: want 0 or a positive duration"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			t.Parallel()
+			r := runCmd(t, context.Background(), nil, append([]string{"serve", "--addr", "127.0.0.1:0"}, tt.args...)...)
+			lines := strings.Split(strings.TrimSuffix(r.stderr, "\n"), "\n")
+			if r.code != exitUsage || len(lines) != 2 || lines[0] != "ebb serve: "+lines[0][len("ebb serve: "):] ||
+				!strings.Contains(lines[0], tt.want) || lines[1] != "Run 'ebb serve --help' for usage." || r.stdout != "" {
+				t.Fatalf("exit %d, stderr:\n%s\nwant exit 2 and one line with %q, then the --help pointer", r.code, r.stderr, tt.want)
+			}
+		})
+	}
+}
+
+// TestServeClusterJoin runs `ebb serve --cluster` twice in-process: the
+// first prints the route URL to --join, the second joins it, each sees
+// the other, and both drain and exit 0 on interrupt.
+func TestServeClusterJoin(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts two cluster nodes")
+	}
+	type proc struct {
+		stderr *lockedBuffer
+		done   chan int
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	startProc := func(args ...string) *proc {
+		p := &proc{stderr: &lockedBuffer{}, done: make(chan int, 1)}
+		go func() {
+			var out bytes.Buffer
+			p.done <- run(ctx, append([]string{"serve", "--addr", "127.0.0.1:0", "--log-level", "warn"}, args...), strings.NewReader(""), &out, p.stderr)
+		}()
+		return p
+	}
+	waitLine := func(p *proc, re *regexp.Regexp) []string {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for time.Now().Before(deadline) {
+			if m := re.FindStringSubmatch(p.stderr.String()); m != nil {
+				return m
+			}
+			select {
+			case code := <-p.done:
+				t.Fatalf("ebb serve exited with %d:\n%s", code, p.stderr.String())
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		t.Fatalf("no line matching %v:\n%s", re, p.stderr.String())
+		return nil
+	}
+	seed := startProc("--cluster", "cli", "--node", "seed", "--cluster-addr", "127.0.0.1:0", "--store", t.TempDir())
+	m := waitLine(seed, regexp.MustCompile(`join\s+further nodes: --cluster cli --join (nats-route://\S+)`))
+	route := m[1]
+	seedAddr := waitLine(seed, regexp.MustCompile(`listening on (\S+)`))[1]
+	if !strings.Contains(seed.stderr.String(), "cluster    cli, node seed, embedded NATS nats://") {
+		t.Errorf("the seed does not describe its node:\n%s", seed.stderr.String())
+	}
+	other := startProc("--cluster", "cli", "--node", "second", "--join", route)
+	waitLine(other, regexp.MustCompile(`cluster\s+cli, node second`))
+	otherAddr := waitLine(other, regexp.MustCompile(`listening on (\S+)`))[1]
+	for _, addr := range []string{seedAddr, otherAddr} {
+		waitFor(t, 15*time.Second, func() bool {
+			return strings.Contains(scrape(t, addr), "\nebb_cluster_members{state=\"serving\"} 2\n")
+		}, "the nodes do not see each other serving")
+	}
+	// Both are interrupted at once: one takes the drain turn, the other
+	// sees it draining and, with no node left to take its clients, does
+	// not wait for a turn.
+	cancel()
+	turns := 0
+	for _, p := range []*proc{other, seed} {
+		select {
+		case code := <-p.done:
+			if code != exitOK {
+				t.Errorf("exit %d after the interrupt, want 0:\n%s", code, p.stderr.String())
+			}
+			if !strings.Contains(p.stderr.String(), "ebb serve: draining: closing 0 connections") || !strings.Contains(p.stderr.String(), "ebb serve: stopped:") {
+				t.Errorf("the drain's progress is missing:\n%s", p.stderr.String())
+			}
+			if strings.Contains(p.stderr.String(), "ebb serve: draining: took the drain turn") {
+				turns++
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("ebb serve did not stop after the interrupt:\n%s", p.stderr.String())
+		}
+	}
+	if turns != 1 {
+		t.Errorf("%d nodes took the drain turn, want 1:\n%s\n%s", turns, seed.stderr.String(), other.stderr.String())
 	}
 }

@@ -44,9 +44,19 @@ var (
 // monitoring listener, plus args, and kills it when the test ends.
 func startServer(t *testing.T, args ...string) *server {
 	t.Helper()
+	return startServerEnv(t, nil, args...)
+}
+
+// startServerEnv is startServer with extra environment variables for the
+// server process (GOMEMLIMIT, say).
+func startServerEnv(t *testing.T, env []string, args ...string) *server {
+	t.Helper()
 	all := append([]string{"serve", "--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--log-level", "error"}, args...)
 	s := &server{t: t, log: newTail(64 * kib), exited: make(chan struct{})}
 	s.cmd = exec.Command(ebbBinary(t), all...)
+	if env != nil {
+		s.cmd.Env = append(os.Environ(), env...)
+	}
 	s.cmd.Stderr = s.log
 	if err := s.cmd.Start(); err != nil {
 		t.Fatalf("starting ebb %s: %v", strings.Join(all, " "), err)
