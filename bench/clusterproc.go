@@ -471,7 +471,7 @@ func (e *ebbSys) About() string {
 	if e.stub {
 		return "bench ebbstub: a stand-in node written on package cluster and package websocket (resume protocol, publish on receive, SIGTERM: 503 to new clients, 1012 spread over 5 s), on the harness's nats-server. Not ebb serve (no shed, no drain turns): it checks the harness, its figures are not ebb's." + e.clients()
 	}
-	return "`ebb serve --cluster` nodes on the harness's nats-server (--nats; the broadcast history lives in its JetStream, which is not restarted), default limits and drain (SIGTERM: 1012 spread over the drain window, new clients refused meanwhile)." + e.clients()
+	return "`ebb serve --cluster NAME --nats URL --node nK` nodes on the harness's nats-server (the broadcast history lives in its JetStream, which is not restarted), every other setting ebb serve's default: no admission limits; on SIGTERM the node takes its drain turn, then closes its connections with 1012 paced by the cluster's plan to what the other nodes can admit (at most --drain-window), refusing new clients meanwhile." + e.clients()
 }
 
 func (e *ebbSys) Endpoints() []fanout.Endpoint {
