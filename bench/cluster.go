@@ -113,7 +113,8 @@ func clusterOnce(cfg Config, res *results, rep int, sys clusterSys) (err error) 
 		return err
 	}
 	defer func() {
-		if err == nil {
+		var skip errSkip
+		if err == nil || errors.As(err, &skip) {
 			os.RemoveAll(dir)
 		} else {
 			err = fmt.Errorf("%w (logs kept in %s)", err, dir)
