@@ -15,6 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"time"
@@ -25,7 +26,7 @@ import (
 func main() {
 	if len(os.Args) > 1 {
 		// The driver re-executes itself for the servers and the storm.
-		sub := map[string]func([]string) error{"serve": serveMain, "storm": stormMain}[os.Args[1]]
+		sub := map[string]func([]string) error{"serve": serveMain, "storm": stormMain, "nats": natsMain, "ebbstub": ebbStubMain}[os.Args[1]]
 		if sub != nil {
 			if err := sub(os.Args[2:]); err != nil {
 				fmt.Fprintf(os.Stderr, "bench %s: %v\n", os.Args[1], err)
@@ -49,6 +50,7 @@ Examples:
   go run . --quick                       # < 1 min smoke run, JSON on stdout
   go run . --all                         # full run (< 15 min), writes RESULTS.md and charts/
   go run . --all --only throughput,idle  # some measures only
+  go run . --all --only cluster          # the cluster rows (ebb, Centrifugo), kept next to the others
   go run . --profile ebb --profile-case 16384x100   # CPU profile of one server under load
 
 Flags:
@@ -58,7 +60,7 @@ Flags:
 	quick := fs.Bool("quick", false, "smoke run: small counts, one repetition, JSON on stdout")
 	all := fs.Bool("all", false, "full run: every measure, repeated, RESULTS.md and charts")
 	reps := fs.Int("reps", 0, "repetitions per measure (default 1 quick, 3 all)")
-	only := fs.String("only", "", "comma-separated measures: throughput,latency,idle,deflate,handshakes,storm")
+	only := fs.String("only", "", "comma-separated measures: throughput,latency,idle,deflate,handshakes,storm,cluster (with --all, the other measures' rows are kept from --out's results.json)")
 	libs := fs.String("libs", strings.Join(servers.Names, ","), "libraries to run")
 	out := fs.String("out", ".", "directory for RESULTS.md, results.json and charts/")
 	profLib := fs.String("profile", "", "profile this library's server under echo load instead of benchmarking")
@@ -71,6 +73,12 @@ Flags:
 	stormHard := fs.Int("storm-hard-demand", -1, "storm: shed's HardDemand for ebb (0: off; default 2 × the limit)")
 	stormGuard := fs.Bool("storm-guard", true, "storm: put shed's Listener in front of ebb (pacing, MaxPending, 503 in the accept loop past the hard ceiling)")
 	stormPending := fs.Int("storm-max-pending", 16, "storm, with --storm-guard: shed Listener's MaxPending (0: no bound); ebb serve's default on the server's one core")
+	clusterSys := fs.String("cluster-systems", strings.Join(clusterSystems, ","), "cluster: systems to run (centrifugo-redis needs redis-server on PATH; ebb-stub is bench's stand-in for ebb serve --cluster, to check the harness, never ebb's figures)")
+	clusterClients := fs.Int("cluster-clients", 0, "cluster: subscribers spread over the 3 nodes (default 300; quick 60)")
+	clusterRate := fs.Float64("cluster-rate", 0, "cluster: messages published per second (default 100; quick 50)")
+	clusterSteady := fs.Duration("cluster-steady", 0, "cluster: length of the steady phase (default 10s; quick 3s)")
+	ebbClient := fs.String("ebb-client", "reconnect", "cluster: ebb's clients: reconnect (ebb's own Go client, reconnect.Client with Resume) or neutral (bench's hand-framed client with ebb's reconnect policy)")
+	binDir := fs.String("bin", ".bin", "cluster: directory for the built ebb and Centrifugo binaries (Centrifugo is built once and kept)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -109,6 +117,15 @@ Flags:
 		StormLimit:   1000,
 		StormCalm:    3 * time.Second,
 		Settle:       500 * time.Millisecond,
+
+		ClusterClients:   300,
+		ClusterRate:      100,
+		ClusterPad:       64,
+		ClusterSteady:    10 * time.Second,
+		ClusterBackWait:  30 * time.Second,
+		ClusterSettle:    time.Second,
+		ClusterTail:      2 * time.Second,
+		ClusterDrainWait: 2 * time.Second,
 	}
 	if *quick {
 		cfg.Reps = 1
@@ -122,6 +139,24 @@ Flags:
 		cfg.StormConns, cfg.StormLimit = 500, 200
 		cfg.StormCalm = 300 * time.Millisecond
 		cfg.Settle = 200 * time.Millisecond
+		cfg.ClusterClients, cfg.ClusterRate, cfg.ClusterSteady = 60, 50, 3*time.Second
+		cfg.ClusterSettle, cfg.ClusterTail, cfg.ClusterDrainWait = 500*time.Millisecond, time.Second, time.Second
+	}
+	cfg.ClusterSystems, cfg.BinDir, cfg.EbbClient = strings.Split(*clusterSys, ","), *binDir, *ebbClient
+	if cfg.EbbClient != "reconnect" && cfg.EbbClient != "neutral" {
+		return fmt.Errorf("bench: --ebb-client %q: want reconnect or neutral", cfg.EbbClient)
+	}
+	if err := validSystems(cfg.ClusterSystems); err != nil {
+		return err
+	}
+	if *clusterClients > 0 {
+		cfg.ClusterClients = *clusterClients
+	}
+	if *clusterRate > 0 {
+		cfg.ClusterRate = *clusterRate
+	}
+	if *clusterSteady > 0 {
+		cfg.ClusterSteady = *clusterSteady
 	}
 	cfg.StormHardDemand, cfg.StormGuard, cfg.StormMaxPending = *stormHard, *stormGuard, *stormPending
 	if cfg.StormHardDemand < 0 {
@@ -143,6 +178,7 @@ Flags:
 		{"deflate", measureDeflate},
 		{"handshakes", measureHandshakes},
 		{"storm", measureStorm},
+		{"cluster", measureCluster},
 	}
 	want := map[string]bool{}
 	for _, m := range strings.Split(*only, ",") {
@@ -170,13 +206,26 @@ Flags:
 		Config:   cfg,
 		Elapsed:  time.Since(start).Round(time.Second).String(),
 		Rows:     res.rows,
-		Versions: servers.Versions,
+		Versions: map[string]string{},
 		Load:     [2]string{load0, loadAvg()},
+		Cluster:  res.details,
+		Skipped:  res.skips,
+	}
+	for k, v := range servers.Versions {
+		rep.Versions[k] = v
+	}
+	for k, v := range res.versions {
+		rep.Versions[k] = v
 	}
 	if *quick {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(rep.summary())
+	}
+	if len(want) > 0 {
+		if err := rep.keepEarlier(filepath.Join(*out, "results.json"), want); err != nil {
+			return err
+		}
 	}
 	return rep.write(*out)
 }

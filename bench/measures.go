@@ -46,11 +46,55 @@ type Config struct {
 	StormMaxPending int
 	Settle          time.Duration // idle time before memory is read
 	ProfileDir      string
+	// The cluster measure: systems, subscribers, publish rate and payload
+	// padding, phase lengths, and where built binaries are cached.
+	ClusterSystems   []string
+	ClusterClients   int
+	ClusterRate      float64
+	ClusterPad       int
+	ClusterSteady    time.Duration // steady phase (fan-out latency)
+	ClusterBackWait  time.Duration // bound on waiting for every client after a node's restart
+	ClusterSettle    time.Duration // pause between two nodes' restarts
+	ClusterTail      time.Duration // publishing after the last node
+	ClusterDrainWait time.Duration // after the publisher stops, before counting
+	EbbClient        string        // "reconnect" (reconnect.Client with Resume) or "neutral"
+	BinDir           string
 }
 
 type results struct {
-	mu   sync.Mutex
-	rows []*Row
+	mu       sync.Mutex
+	rows     []*Row
+	details  []*ClusterDetail
+	versions map[string]string
+	skips    map[string]string
+}
+
+// addDetail records a cluster run's details and its system's version.
+func (r *results) addDetail(d *ClusterDetail, system, version string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.details = append(r.details, d)
+	if r.versions == nil {
+		r.versions = map[string]string{}
+	}
+	r.versions[system] = version
+}
+
+// skip records why a system could not be measured.
+func (r *results) skip(system, why string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.skips == nil {
+		r.skips = map[string]string{}
+	}
+	r.skips[system] = why
+}
+
+func (r *results) skipped(system string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.skips[system]
+	return ok
 }
 
 func (r *results) add(measure, lib, cs string, metrics map[string]float64) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"image/color"
 	"os"
@@ -24,6 +25,65 @@ type Report struct {
 	Versions map[string]string `json:"versions"`
 	Load     [2]string         `json:"loadavg"` // at start and end of the run
 	Rows     []*Row            `json:"rows"`
+	// Cluster holds the cluster measure's details (close codes, the
+	// reconnect wave, node restarts, loss account), one per run.
+	Cluster []*ClusterDetail `json:"cluster_runs,omitempty"`
+	// Skipped says why a system was not measured.
+	Skipped map[string]string `json:"skipped,omitempty"`
+	// Kept names, for each measure this run did not make, the earlier run
+	// its rows were kept from ("date, command").
+	Kept map[string]string `json:"kept,omitempty"`
+}
+
+// keepEarlier adds to r the rows of the measures this run did not make
+// (not in ran) from an earlier results.json at path, so that running one
+// measure does not erase the others; Kept says where they came from. A
+// missing file keeps nothing.
+func (r *Report) keepEarlier(path string, ran map[string]bool) error {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var old Report
+	if err := json.Unmarshal(b, &old); err != nil {
+		return fmt.Errorf("bench: reading %s to keep its other measures: %w", path, err)
+	}
+	r.Kept = map[string]string{}
+	for _, row := range old.Rows {
+		if ran[row.Measure] {
+			continue
+		}
+		r.Rows = append(r.Rows, row)
+		from := old.Date + ", `" + old.Command + "`"
+		if k, ok := old.Kept[row.Measure]; ok {
+			from = k
+		}
+		r.Kept[row.Measure] = from
+		if v, ok := old.Versions[row.Lib]; ok {
+			if _, have := r.Versions[row.Lib]; !have {
+				r.Versions[row.Lib] = v
+			}
+		}
+	}
+	if !ran["cluster"] {
+		r.Cluster = old.Cluster
+		for k, v := range old.Skipped {
+			if r.Skipped == nil {
+				r.Skipped = map[string]string{}
+			}
+			r.Skipped[k] = v
+		}
+	}
+	// Keep the report's measure order, not the order of arrival.
+	order := map[string]int{}
+	for i, mi := range measureInfo {
+		order[mi.name] = i
+	}
+	slices.SortStableFunc(r.Rows, func(a, b *Row) int { return order[a.Measure] - order[b.Measure] })
+	return nil
 }
 
 // measureInfo says how each measure is tabulated: its metrics in order and,
@@ -51,7 +111,21 @@ var measureInfo = []struct {
 	{"storm", "6. Connection storm",
 		"100 connections echo 1 KiB at 2 000 msgs/s in total (calm), then 10 000 clients connect at once from another process while they keep going (storm). ebb runs as ebb serve would (the case name gives the settings): behind shed with MaxConns 1 000, refusing with upgrade-then-close 1013 up to HardDemand and with the accept loop's 503 past it, shed.Listener bounding pending handshakes and pacing the accept loop; gorilla, coder, gws and gobwas have no admission control and take every connection (no limit). 'answered all' is the time until the last storm client had its answer (101 kept open, close 1013, or 503); 'server CPU' is the CPU time the server process used over that span. The control row sends the same storm to a second ebb process on the same core while the measured server handles only the calm clients: what their latency does there is the machine's share (the storm's clients and the kernel's network work share the two cores), a floor under every library's figure.",
 		[]string{"answered all s", "peak RSS MiB", "server CPU ms", "admitted", "refused 1013", "refused 503", "failed", "calm p50 µs", "calm p99 µs", "storm p50 µs", "storm p99 µs", "p99 storm/calm"}},
+	{"cluster", "7. Cluster: broadcast fan-out and a rolling restart",
+		clusterAbout, clusterMetrics},
 }
+
+// clusterMetrics are the cluster measure's figures, in the order of its table.
+var clusterMetrics = []string{
+	"fan-out p50 ms", "fan-out p99 ms", "fan-out p99.9 ms", "fan-out samples", "publish msgs/s", "nodes CPU %", "client CPU %",
+	"disconnects", "reconnect attempts", "failed attempts", "peak attempts/s", "slowest node back s", "all back s",
+	"published", "publish failures", "sent, never published", "lost msgs", "lost %", "clients losing", "max lost per client",
+	"lost by seq", "dup by id", "dup by seq", "gap notices", "gave up", "restart delivery p50 ms", "restart delivery p99 ms",
+}
+
+const clusterAbout = "Three nodes of each system, one system after the other in the same run, on the same machine and in the same shape: the nodes (and the harness's nats-server, and redis-server for centrifugo-redis) share core 0, the clients and the publisher core 1. Subscribers are spread evenly over the nodes; a publisher sends small JSON messages (an id, its send time, 64 bytes of padding) at a fixed rate through node 1 — ebb: a message on a /broadcast connection; Centrifugo: its server HTTP API — and moves to the next node when that one fails. Each system's clients reconnect with that system's own policy. Centrifugo's are bench's hand-framed client (bench/fanout on bench/wsclient) speaking its JSON protocol with the policy of its Go SDK, centrifuge-go v0.12.1 (jpillora/backoff: 200 ms min, 20 s max, uniform between the minimum and 200 ms·2^n). ebb's are ebb's own Go client, reconnect.Client with Resume (1 s base doubling to 30 s, equal jitter, server hints as a floor, the attempt count reset only after 10 s up), or with --ebb-client neutral the hand-framed client with that same policy; the details below say which. After a loss, attempt k goes to the k-th next node, as through a load balancer that has taken the lost node out. " +
+	"**Steady**: fan-out latency, publish → receive, of every message received by a client on a node other than the publisher's entry node, HDR histogram. 'publish msgs/s' is the rate the publisher achieved in the steady phase (Centrifugo's HTTP API is called with up to 16 publishes in flight, so slow answers do not hold the schedule back); 'nodes CPU %' is the three nodes' CPU time over the steady phase and 'client CPU %' the client process's (100 % = one core; the clients are not the bottleneck while theirs stays well under 100). " +
+	"**Rolling restart**: node 1, then 2, then 3 get SIGTERM (each system's own graceful shutdown: ebb drains with 1012 over its drain window; Centrifugo disconnects its clients with 3001 'shutdown' and exits), are started again, and the next one follows once every client is subscribed again and 1 s has passed; publishing goes on throughout. 'disconnects' counts subscriptions that ended, 'reconnect attempts' every connection attempt during the restart phase, 'failed attempts' those that did not end subscribed; 'all back s' is the time from the first SIGTERM until every client was subscribed again after the last node. 'publish failures' are messages no node accepted (Centrifugo's API answered an error or nothing, and the publisher retried the same message on every other node, with Centrifugo's idempotency key so that the Redis engine publishes it once — the NATS broker does not support the key, so there a retry after a lost answer can publish twice, which shows as 'dup by id'), 'sent, never published' messages handed to a node that no client ever received and nothing acknowledged (a /broadcast write has no acknowledgement: a message in flight when the publisher's node drains can be lost before it is published). Loss is counted per client against every message the system accepted (acknowledged to the publisher or received by any client) since all clients were subscribed: 'lost msgs' is summed over clients (by payload id); 'lost by seq' counts the sequence numbers (ebb) or offsets (Centrifugo with history) a client never got, skipped or announced by a gap notice — the NATS broker gives no offsets, and ebb's own client reports gaps but drops duplicates itself (— where a count is not available); duplicates by payload id and by sequence/offset (ebb's sequence, Centrifugo's offset: messages not after the last one delivered, which the client drops); 'gap notices' are ebb's !gap and Centrifugo's failed recoveries. 'restart delivery' is publish → receive of the messages published during the restart, replayed ones included. Ratios in the table are ebb ÷ the other system."
 
 func median(v []float64) float64 {
 	s := slices.Clone(v)
@@ -92,8 +166,22 @@ func (r *Report) libs() []string {
 	return out
 }
 
+// libsOf lists the libraries (or systems) with rows in measure.
+func (r *Report) libsOf(measure string) []string {
+	var out []string
+	for _, l := range r.libs() {
+		for _, row := range r.Rows {
+			if row.Measure == measure && row.Lib == l {
+				out = append(out, l)
+				break
+			}
+		}
+	}
+	return out
+}
+
 func idx(lib string) int {
-	for i, n := range []string{"ebb", "gorilla", "coder", "gws", "gobwas"} {
+	for i, n := range []string{"ebb", "gorilla", "coder", "gws", "gobwas", "ebb-stub", "centrifugo", "centrifugo-redis"} {
 		if n == lib {
 			return i
 		}
@@ -185,10 +273,18 @@ func (r *Report) markdown(b *strings.Builder, charts map[string][]string) {
 	fmt.Fprintf(b, "\n\n")
 	for _, mi := range measureInfo {
 		cases := r.cases(mi.name)
-		if len(cases) == 0 {
+		if len(cases) == 0 && (mi.name != "cluster" || len(r.Skipped) == 0) {
 			continue
 		}
 		fmt.Fprintf(b, "## %s\n\n%s\n\n", mi.title, mi.about)
+		if k, ok := r.Kept[mi.name]; ok {
+			fmt.Fprintf(b, "_Kept from an earlier run: %s._\n\n", k)
+		}
+		if mi.name == "cluster" {
+			r.clusterMarkdown(b, charts[mi.name])
+			continue
+		}
+		libs := r.libsOf(mi.name)
 		for _, metric := range mi.metrics {
 			if !r.hasMetric(mi.name, metric) {
 				continue
@@ -247,6 +343,10 @@ var libColors = map[string]color.Color{
 	"coder":   color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff},
 	"gws":     color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff},
 	"gobwas":  color.RGBA{R: 0x94, G: 0x67, B: 0xbd, A: 0xff},
+
+	"ebb-stub":         color.RGBA{R: 0xff, G: 0x98, B: 0x96, A: 0xff},
+	"centrifugo":       color.RGBA{R: 0x17, G: 0xbe, B: 0xcf, A: 0xff},
+	"centrifugo-redis": color.RGBA{R: 0x7f, G: 0x7f, B: 0x7f, A: 0xff},
 }
 
 // barChart draws grouped bars: one group per case, one bar per library.
@@ -331,6 +431,13 @@ func (r *Report) charts(dir string) (map[string][]string, error) {
 		if err := add(s.measure, s.file, s.title, s.ylabel, s.metric, r.cases(s.measure), false); err != nil {
 			return nil, err
 		}
+	}
+	if len(r.Cluster) > 0 {
+		f, err := r.waveChart(dir)
+		if err != nil {
+			return nil, fmt.Errorf("bench: chart cluster_wave.png: %w", err)
+		}
+		out["cluster"] = append(out["cluster"], f)
 	}
 	return out, nil
 }

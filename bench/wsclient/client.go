@@ -45,12 +45,22 @@ const (
 // Request returns the upgrade request for host, offering ext as
 // Sec-WebSocket-Extensions when it is not empty.
 func Request(host, ext string) []byte {
+	return RequestTo(host, "/ws", ext, "")
+}
+
+// RequestTo returns the upgrade request for target (a path with an
+// optional query) on host, offering ext as Sec-WebSocket-Extensions and
+// proto as Sec-WebSocket-Protocol when they are not empty.
+func RequestTo(host, target, ext, proto string) []byte {
 	var b strings.Builder
-	b.WriteString("GET /ws HTTP/1.1\r\nHost: ")
+	b.WriteString("GET " + target + " HTTP/1.1\r\nHost: ")
 	b.WriteString(host)
 	b.WriteString("\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " + key + "\r\nSec-WebSocket-Version: 13\r\n")
 	if ext != "" {
 		b.WriteString("Sec-WebSocket-Extensions: " + ext + "\r\n")
+	}
+	if proto != "" {
+		b.WriteString("Sec-WebSocket-Protocol: " + proto + "\r\n")
 	}
 	b.WriteString("\r\n")
 	return []byte(b.String())
@@ -71,9 +81,13 @@ type Conn struct {
 	NC         net.Conn
 	BR         *bufio.Reader
 	Extensions string // the server's Sec-WebSocket-Extensions answer
+	Protocol   string // the server's Sec-WebSocket-Protocol answer
 	Deflate    *Deflate
-	hdr        [14]byte
-	buf        []byte
+	// AutoPong answers every ping with a pong from inside ReadMessage
+	// (a server that pings may drop a client that never answers).
+	AutoPong bool
+	hdr      [14]byte
+	buf      []byte
 }
 
 // Dial connects to addr, sends req (from Request) and reads the answer. A
@@ -128,6 +142,8 @@ func Handshake(ctx context.Context, nc net.Conn, req []byte, bufSize int) (*Conn
 			accept = v
 		case "sec-websocket-extensions":
 			c.Extensions = v
+		case "sec-websocket-protocol":
+			c.Protocol = v
 		case "retry-after":
 			retry = v
 		}
@@ -190,10 +206,17 @@ func (c *Conn) WriteFrame(op byte, rsv1 bool, payload []byte) error {
 	return err
 }
 
-// ErrClosed reports a close frame from the server; Code holds its code.
-type CloseFrameError struct{ Code int }
+// CloseFrameError reports a close frame from the server; Code holds its
+// code (1005 when the frame had none) and Reason its reason text.
+type CloseFrameError struct {
+	Code   int
+	Reason string
+}
 
 func (e *CloseFrameError) Error() string {
+	if e.Reason != "" {
+		return fmt.Sprintf("wsclient: server sent close frame with code %d (%q)", e.Code, e.Reason)
+	}
 	return fmt.Sprintf("wsclient: server sent close frame with code %d", e.Code)
 }
 
@@ -240,11 +263,16 @@ func (c *Conn) ReadMessage(keep bool, dst []byte) (op byte, rsv1 bool, n int, ms
 				return 0, false, n, msg, err
 			}
 			if fop == OpClose {
-				code := 1005
+				ce := &CloseFrameError{Code: 1005}
 				if len(p) >= 2 {
-					code = int(binary.BigEndian.Uint16(p))
+					ce.Code, ce.Reason = int(binary.BigEndian.Uint16(p)), string(p[2:])
 				}
-				return 0, false, n, msg, &CloseFrameError{Code: code}
+				return 0, false, n, msg, ce
+			}
+			if fop == OpPing && c.AutoPong {
+				if err := c.WriteFrame(OpPong, false, p); err != nil {
+					return 0, false, n, msg, err
+				}
 			}
 			continue
 		}
