@@ -60,12 +60,6 @@ func measureCluster(cfg Config, res *results) error {
 				return err
 			}
 			systems = append(systems, &ebbSys{bin: bin, lib: cfg.EbbClient == "reconnect"})
-		case "ebb-stub":
-			exe, err := os.Executable()
-			if err != nil {
-				return err
-			}
-			systems = append(systems, &ebbSys{bin: exe, stub: true, lib: cfg.EbbClient == "reconnect"})
 		case "centrifugo", "centrifugo-redis":
 			bin, err := buildCentrifugo(ctx, cfg.BinDir)
 			if err != nil {
@@ -79,7 +73,7 @@ func measureCluster(cfg Config, res *results) error {
 			}
 			systems = append(systems, &centrifugoSys{bin: bin, redis: redis})
 		default:
-			return fmt.Errorf("bench: --cluster-systems: unknown system %q (want ebb, centrifugo, centrifugo-redis or ebb-stub)", name)
+			return fmt.Errorf("bench: --cluster-systems: unknown system %q (want ebb, centrifugo or centrifugo-redis)", name)
 		}
 	}
 	for rep := range cfg.Reps {
@@ -325,7 +319,7 @@ var clusterSystems = []string{"ebb", "centrifugo", "centrifugo-redis"}
 
 func validSystems(list []string) error {
 	for _, s := range list {
-		if !slices.Contains(clusterSystems, s) && s != "ebb-stub" {
+		if !slices.Contains(clusterSystems, s) {
 			return fmt.Errorf("bench: --cluster-systems: unknown system %q (want %v)", s, clusterSystems)
 		}
 	}

@@ -4,30 +4,8 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
-	"slices"
-	"strings"
 	"testing"
 )
-
-func TestEbbClusterFlags(t *testing.T) {
-	old := "Flags:\n  --addr string   listen address\n  --drain-window duration\n"
-	if _, err := ebbClusterFlags(old, "c", "nats://x", 0); err == nil || !strings.Contains(err.Error(), "--cluster") {
-		t.Errorf("help without --cluster: err = %v, want one naming --cluster", err)
-	}
-	help := "Flags:\n  --addr string\n  --cluster string   cluster name\n  --join string\n  --nats string   NATS URL\n  --name string   node name\n"
-	got, err := ebbClusterFlags(help, "c", "nats://x", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []string{"--cluster", "c", "--nats", "nats://x", "--name", "n2"}
-	if !slices.Equal(got, want) {
-		t.Errorf("flags = %q, want %q", got, want)
-	}
-	// A flag mentioned only in another flag's text does not count.
-	if _, err := ebbClusterFlags("  --addr string   (see --cluster and --nats)\n", "c", "u", 0); err == nil {
-		t.Error("flags mentioned in prose were taken for flags")
-	}
-}
 
 func TestCentrifugoConfig(t *testing.T) {
 	for _, tc := range []struct {

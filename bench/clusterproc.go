@@ -429,26 +429,14 @@ func redisVersion() string {
 // protocol.
 type ebbSys struct {
 	bin   string
-	stub  bool     // run bench's stand-in (bench ebbstub) instead of ebb serve
 	lib   bool     // clients are reconnect.Client with Resume, not the neutral client
-	extra []string // flags ebb serve was found to take (see ebbClusterFlags)
 	ports []int
 	nodes []*nodeProc
 }
 
-func (e *ebbSys) Name() string {
-	if e.stub {
-		return "ebb-stub"
-	}
-	return "ebb"
-}
+func (e *ebbSys) Name() string { return "ebb" }
 
-func (e *ebbSys) Version() string {
-	if e.stub {
-		return "bench's stand-in on package cluster (working tree), not ebb serve"
-	}
-	return "working tree, ebb serve --cluster"
-}
+func (e *ebbSys) Version() string { return "working tree, ebb serve --cluster" }
 
 func (e *ebbSys) Proto() fanout.Protocol {
 	if e.lib {
@@ -468,9 +456,6 @@ func (e *ebbSys) NewPolicy(now time.Time) fanout.Policy { return fanout.NewEbbPo
 func (e *ebbSys) Nodes() []*nodeProc                    { return e.nodes }
 
 func (e *ebbSys) About() string {
-	if e.stub {
-		return "bench ebbstub: a stand-in node written on package cluster and package websocket (resume protocol, publish on receive, SIGTERM: 503 to new clients, 1012 spread over 5 s), on the harness's nats-server. Not ebb serve (no shed, no drain turns): it checks the harness, its figures are not ebb's." + e.clients()
-	}
 	return "`ebb serve --cluster NAME --nats URL --node nK` nodes on the harness's nats-server (the broadcast history lives in its JetStream, which is not restarted), every other setting ebb serve's default: no admission limits; on SIGTERM the node takes its drain turn, then closes its connections with 1012 paced by the cluster's plan to what the other nodes can admit (at most --drain-window), refusing new clients meanwhile." + e.clients()
 }
 
@@ -486,62 +471,17 @@ func (e *ebbSys) Publisher(st *fanout.Stats, pad int) *fanout.Publisher {
 	return &fanout.Publisher{Proto: fanout.Ebb, Nodes: e.Endpoints(), Pad: pad, Stats: st}
 }
 
-// ebbClusterFlags reads `ebb serve --help` and returns the cluster flags
-// to pass for node i, or an error saying what is missing: until ebb's
-// cluster mode is merged, ebb serve has no --cluster and the ebb row is
-// skipped with that message.
-func ebbClusterFlags(help, cluster, natsURL string, i int) ([]string, error) {
-	has := func(f string) bool {
-		for _, l := range strings.Split(help, "\n") {
-			fields := strings.Fields(l)
-			if len(fields) > 0 && (fields[0] == f || strings.HasPrefix(fields[0], f+"=")) {
-				return true
-			}
-		}
-		return false
-	}
-	var missing []string
-	for _, f := range []string{"--cluster", "--nats"} {
-		if !has(f) {
-			missing = append(missing, f)
-		}
-	}
-	if len(missing) > 0 {
-		return nil, fmt.Errorf("ebb serve has no %s flag yet (ebb's cluster mode is not on this branch): the ebb row needs it", strings.Join(missing, " or "))
-	}
-	args := []string{"--cluster", cluster, "--nats", natsURL}
-	for _, f := range []string{"--node", "--name", "--node-name"} {
-		if has(f) {
-			args = append(args, f, fmt.Sprintf("n%d", i+1))
-			break
-		}
-	}
-	return args, nil
-}
-
 func (e *ebbSys) Start(env *clusterEnv) error {
 	e.nodes = nil // a system runs once per repetition
-	var out []byte
-	if !e.stub {
-		out, _ = exec.Command(e.bin, "serve", "--help").CombinedOutput()
-	}
 	var err error
 	if e.ports, err = freePorts(3); err != nil {
 		return err
 	}
 	cluster := fmt.Sprintf("bench%d", os.Getpid())
 	for i, port := range e.ports {
-		var argv []string
-		if e.stub {
-			argv = []string{e.bin, "ebbstub", "--addr", fmt.Sprintf("127.0.0.1:%d", port), "--cluster", cluster, "--nats", env.nats, "--name", fmt.Sprintf("n%d", i+1)}
-		} else {
-			flags, err := ebbClusterFlags(string(out), cluster, env.nats, i)
-			if err != nil {
-				return errSkip{err}
-			}
-			argv = append([]string{e.bin, "serve", "--addr", fmt.Sprintf("127.0.0.1:%d", port)}, flags...)
-		}
-		n := &nodeProc{name: fmt.Sprintf("ebb node %d", i+1), argv: append(argv, e.extra...),
+		argv := []string{e.bin, "serve", "--addr", fmt.Sprintf("127.0.0.1:%d", port),
+			"--cluster", cluster, "--nats", env.nats, "--node", fmt.Sprintf("n%d", i+1)}
+		n := &nodeProc{name: fmt.Sprintf("ebb node %d", i+1), argv: argv,
 			log: filepath.Join(env.dir, fmt.Sprintf("ebb-%d.log", i)), health: fmt.Sprintf("http://127.0.0.1:%d/healthz", port),
 			env: []string{"GOMAXPROCS=1"}}
 		if err := n.start(); err != nil {

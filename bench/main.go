@@ -26,7 +26,7 @@ import (
 func main() {
 	if len(os.Args) > 1 {
 		// The driver re-executes itself for the servers and the storm.
-		sub := map[string]func([]string) error{"serve": serveMain, "storm": stormMain, "nats": natsMain, "ebbstub": ebbStubMain}[os.Args[1]]
+		sub := map[string]func([]string) error{"serve": serveMain, "storm": stormMain, "nats": natsMain}[os.Args[1]]
 		if sub != nil {
 			if err := sub(os.Args[2:]); err != nil {
 				fmt.Fprintf(os.Stderr, "bench %s: %v\n", os.Args[1], err)
@@ -73,7 +73,7 @@ Flags:
 	stormHard := fs.Int("storm-hard-demand", -1, "storm: shed's HardDemand for ebb (0: off; default 2 × the limit)")
 	stormGuard := fs.Bool("storm-guard", true, "storm: put shed's Listener in front of ebb (pacing, MaxPending, 503 in the accept loop past the hard ceiling)")
 	stormPending := fs.Int("storm-max-pending", 16, "storm, with --storm-guard: shed Listener's MaxPending (0: no bound); ebb serve's default on the server's one core")
-	clusterSys := fs.String("cluster-systems", strings.Join(clusterSystems, ","), "cluster: systems to run (centrifugo-redis needs redis-server on PATH; ebb-stub is bench's stand-in for ebb serve --cluster, to check the harness, never ebb's figures)")
+	clusterSys := fs.String("cluster-systems", strings.Join(clusterSystems, ","), "cluster: systems to run (centrifugo-redis needs redis-server on PATH)")
 	clusterClients := fs.Int("cluster-clients", 0, "cluster: subscribers spread over the 3 nodes (default 300; quick 60)")
 	clusterRate := fs.Float64("cluster-rate", 0, "cluster: messages published per second (default 100; quick 50)")
 	clusterSteady := fs.Duration("cluster-steady", 0, "cluster: length of the steady phase (default 10s; quick 3s)")

@@ -181,7 +181,7 @@ func (r *Report) libsOf(measure string) []string {
 }
 
 func idx(lib string) int {
-	for i, n := range []string{"ebb", "gorilla", "coder", "gws", "gobwas", "ebb-stub", "centrifugo", "centrifugo-redis"} {
+	for i, n := range []string{"ebb", "gorilla", "coder", "gws", "gobwas", "centrifugo", "centrifugo-redis"} {
 		if n == lib {
 			return i
 		}
@@ -344,7 +344,6 @@ var libColors = map[string]color.Color{
 	"gws":     color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff},
 	"gobwas":  color.RGBA{R: 0x94, G: 0x67, B: 0xbd, A: 0xff},
 
-	"ebb-stub":         color.RGBA{R: 0xff, G: 0x98, B: 0x96, A: 0xff},
 	"centrifugo":       color.RGBA{R: 0x17, G: 0xbe, B: 0xcf, A: 0xff},
 	"centrifugo-redis": color.RGBA{R: 0x7f, G: 0x7f, B: 0x7f, A: 0xff},
 }
