@@ -19,6 +19,10 @@ const (
 	// DefaultStablePeriod is how long a connection must stay up before the
 	// attempt counter starts again from zero.
 	DefaultStablePeriod = 10 * time.Second
+	// DefaultRestartStable is how long a connection must stay up for a
+	// 1012 Service Restart to reset the attempt counter (see
+	// Policy.RestartStable).
+	DefaultRestartStable = time.Second
 )
 
 // Rand is the random source behind the jitter. *math/rand/v2.Rand and

@@ -33,6 +33,16 @@ type Policy struct {
 	// back off instead of hammering it. Zero or negative means
 	// DefaultStablePeriod.
 	StablePeriod time.Duration
+	// RestartStable is how long a connection must have stayed up for a
+	// close with 1012 Service Restart (retry class Soon) to count as
+	// stable, resetting the attempt counter like StablePeriod does. A
+	// server that closes with 1012 after serving a client is restarting
+	// on purpose — in a rolling restart the next node may do the same a
+	// few seconds later — and its retry hint already paces the return, so
+	// the client need not add growing backoff on top; a server that sends
+	// 1012 sooner after accepting is looping, and still gets backoff. Zero
+	// or negative means DefaultRestartStable.
+	RestartStable time.Duration
 	// MaxAttempts caps the reconnect attempts in a row without a stable
 	// connection; when it is reached the client gives up with
 	// ErrMaxAttempts. Zero means no cap.
@@ -53,6 +63,13 @@ type Policy struct {
 	// application's own code means, and retrying blindly is the failure
 	// this package exists to avoid.
 	Application func(code closecode.Code, reason string) bool
+}
+
+func (p Policy) restartStable() time.Duration {
+	if p.RestartStable <= 0 {
+		return DefaultRestartStable
+	}
+	return p.RestartStable
 }
 
 func (p Policy) stablePeriod() time.Duration {
@@ -99,9 +116,11 @@ func (d Decision) String() string { return d.Why }
 // Permanent, UntilConfigChange (1010) and Invalid codes stop. A
 // retry-after= hint in the reason of a retried close becomes Hint.
 //
-// Soon (1012) needs no delay rule of its own: a connection that was stable
-// before the restart has its counter at zero, so its first delay is already
-// short, while a server stuck in a restart loop still gets backoff.
+// Soon (1012) has one rule of its own, in Schedule: a connection that was
+// up for RestartStable before the restart counts as stable, so its first
+// delay is short (and no sooner than the hint) even when the previous node
+// of a rolling restart moved it a moment before, while a server stuck in a
+// restart loop still gets backoff.
 func (p Policy) Decide(code closecode.Code, reason string) Decision {
 	class := closecode.Classify(code)
 	d := Decision{Class: class, Code: code, Reason: reason}

@@ -470,17 +470,23 @@ func TestScheduleStablePeriod(t *testing.T) {
 	t.Parallel()
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	lost := Policy{}.Decide(closecode.AbnormalClosure, "")
+	restart := Policy{}.Decide(closecode.ServiceRestart, "")
 	tests := []struct {
 		name        string
 		stable      time.Duration // Policy.StablePeriod
 		up          time.Duration // how long the connection stayed up
+		end         Decision      // how it ended
 		wantAttempt int
 	}{
-		{"default period reached resets", 0, 10 * time.Second, 1},
-		{"just short of the default period keeps counting", 0, 10*time.Second - time.Millisecond, 4},
-		{"flapping server keeps counting", 0, 50 * time.Millisecond, 4},
-		{"custom period reached resets", time.Second, time.Second, 1},
-		{"custom period not reached", time.Minute, 30 * time.Second, 4},
+		{"default period reached resets", 0, 10 * time.Second, lost, 1},
+		{"just short of the default period keeps counting", 0, 10*time.Second - time.Millisecond, lost, 4},
+		{"flapping server keeps counting", 0, 50 * time.Millisecond, lost, 4},
+		{"custom period reached resets", time.Second, time.Second, lost, 1},
+		{"custom period not reached", time.Minute, 30 * time.Second, lost, 4},
+		// A rolling restart: the next node drains a client it has served
+		// for a few seconds; 1012 after RestartStable (1 s) resets.
+		{"1012 after serving for a while resets", 0, 3 * time.Second, restart, 1},
+		{"1012 right after accepting keeps counting", 0, 500 * time.Millisecond, restart, 4},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -497,7 +503,7 @@ func TestScheduleStablePeriod(t *testing.T) {
 			// Waits 0.5+1+2 s; now the connection opens and lasts tt.up.
 			s.Opened(now)
 			now = now.Add(tt.up)
-			w, err := s.Next(now, lost)
+			w, err := s.Next(now, tt.end)
 			if err != nil {
 				t.Fatal(err)
 			}

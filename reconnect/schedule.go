@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/ebb-ws/ebb/closecode"
 )
 
 // Errors a GaveUpError wraps when a cap of the Policy, not the close code,
@@ -122,13 +124,18 @@ func (s *Schedule) Attempts() int { return s.attempt }
 
 // Next records that the connection (or the attempt to make one) ended at
 // now with verdict d, and returns how long to wait before the next attempt.
-// If the connection had stayed up for the stable period the count starts
-// again from zero first; a shorter connection leaves it growing. Next
+// If the connection had stayed up for the stable period (for a 1012, the
+// shorter Policy.RestartStable) the count starts again from zero first; a
+// shorter connection leaves it growing. Next
 // returns a *GaveUpError when d says stop or a cap of the Policy is reached.
 func (s *Schedule) Next(now time.Time, d Decision) (Wait, error) {
 	if s.up {
 		s.up = false
-		if now.Sub(s.upSince) >= s.policy.stablePeriod() {
+		stable := s.policy.stablePeriod()
+		if d.Class == closecode.Soon {
+			stable = min(stable, s.policy.restartStable())
+		}
+		if now.Sub(s.upSince) >= stable {
 			s.attempt = 0
 			s.since = now
 		}

@@ -73,6 +73,7 @@ export const DEFAULTS = Object.freeze({
   cap: 30000,
   jitter: 0.5,
   stablePeriod: 10000,
+  restartStable: 1000,
   queueMessages: 256,
   queueBytes: 1 << 20,
 });
@@ -185,6 +186,7 @@ export class Policy {
   constructor({
     base, cap, jitter,
     stablePeriod = DEFAULTS.stablePeriod,
+    restartStable = DEFAULTS.restartStable,
     maxAttempts = 0,
     maxElapsed = 0,
     persistent = false,
@@ -192,6 +194,10 @@ export class Policy {
   } = {}) {
     this.backoff = new Backoff({ base, cap, jitter });
     this.stablePeriod = stablePeriod > 0 ? stablePeriod : DEFAULTS.stablePeriod;
+    // A 1012 after a connection served this long resets the count too:
+    // the server restarted on purpose (a rolling restart), and its hint
+    // paces the return; a server looping in restarts still gets backoff.
+    this.restartStable = restartStable > 0 ? restartStable : DEFAULTS.restartStable;
     this.maxAttempts = maxAttempts > 0 ? maxAttempts : 0;
     this.maxElapsed = maxElapsed > 0 ? maxElapsed : 0;
     this.persistent = Boolean(persistent);
@@ -344,7 +350,9 @@ export class Schedule {
   next(now, decision) {
     if (this.#up) {
       this.#up = false;
-      if (now - this.#upSince >= this.#policy.stablePeriod) {
+      let stable = this.#policy.stablePeriod;
+      if (decision.retryClass === "soon") stable = Math.min(stable, this.#policy.restartStable);
+      if (now - this.#upSince >= stable) {
         this.#attempt = 0;
         this.#since = now;
       }

@@ -147,6 +147,24 @@ test("stable period resets", async () => {
   assert.deepEqual(t.waits, [500, 1000, 500, 1000, 2000]);
 });
 
+test("a 1012 after serving a while resets, a 1012 right away does not", async () => {
+  // A rolling restart: each node drains the client 3 s after it got in.
+  FakeWS.all = []; let t = fakeTime();
+  FakeWS.script = [(ws) => { ws.open(); t.now += 3000; ws.serverClose(1012, ""); }];
+  let c = new Client("ws://x/", { WebSocket: FakeWS, now: () => t.now, setTimeout: t.setTimeout, clearTimeout: t.clearTimeout, random: () => 0, maxAttempts: 3 });
+  await tick();
+  for (let i = 0; i < 3 && t.fire(); i++) await tick();
+  c.close();
+  assert.deepEqual(t.waits.slice(0, 3), [500, 500, 500]);
+  // A server that restarts within a second of accepting still gets backoff.
+  FakeWS.all = []; t = fakeTime();
+  FakeWS.script = [(ws) => { ws.open(); t.now += 200; ws.serverClose(1012, ""); }];
+  c = new Client("ws://x/", { WebSocket: FakeWS, now: () => t.now, setTimeout: t.setTimeout, clearTimeout: t.clearTimeout, random: () => 0, maxAttempts: 3 });
+  await tick();
+  while (t.fire()) await tick();
+  assert.deepEqual(t.waits, [500, 1000, 2000]);
+});
+
 test("misc", () => {
   assert.equal(truncateReason("é".repeat(100)).length, 61);
   assert.deepEqual(missingExtensions(["permessage-deflate", "x"], "permessage-deflate; server_no_context_takeover"), ["x"]);
