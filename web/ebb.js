@@ -105,19 +105,36 @@ export function lookup(code) {
 }
 
 /**
- * parseRetryHint reads "retry-after=<seconds>" from a close reason, as Go's
- * closecode.ParseRetryHint does, and returns milliseconds, or null when the
- * reason has no valid hint (negative, malformed or over the trusted maximum).
+ * parseRetryHint reads "retry-after=<seconds>" from a close reason exactly
+ * as Go's closecode.ParseRetryHint does (the two share their test vectors,
+ * closecode/testdata/retry_hints.json): the last occurrence of the key, not
+ * glued to a word before it; the value plain decimal seconds (digits,
+ * optionally "." and digits) standing apart from what follows, at most
+ * MAX_RETRY_HINT_SECONDS. Anything else — 1e308, inf, -1, 4.5abc, .5 — is
+ * no hint. It returns milliseconds, or null.
  */
 export function parseRetryHint(reason) {
   if (typeof reason !== "string") return null;
   const i = reason.lastIndexOf(RETRY_HINT_KEY);
-  if (i < 0) return null;
-  const m = /^[0-9.]+/.exec(reason.slice(i + RETRY_HINT_KEY.length));
+  if (i < 0 || (i > 0 && isWordChar(reason[i - 1]))) return null;
+  const rest = reason.slice(i + RETRY_HINT_KEY.length);
+  let end = 0;
+  while (end < rest.length && isWordChar(rest[end])) end++;
+  const m = /^([0-9]+)(?:\.([0-9]+))?$/.exec(rest.slice(0, end));
   if (!m) return null;
-  const secs = Number(m[0]);
-  if (!Number.isFinite(secs) || secs < 0 || secs > MAX_RETRY_HINT_SECONDS) return null;
-  return secs * 1000;
+  const whole = m[1].replace(/^0+(?=[0-9])/, "");
+  if (whole.length > String(MAX_RETRY_HINT_SECONDS).length) return null;
+  const secs = Number(whole);
+  // Past nanoseconds, digits are dropped, as in Go.
+  const nanos = Number(((m[2] || "") + "000000000").slice(0, 9));
+  if (secs > MAX_RETRY_HINT_SECONDS || (secs === MAX_RETRY_HINT_SECONDS && nanos > 0)) return null;
+  return secs * 1000 + nanos / 1e6;
+}
+
+// isWordChar: a letter, a digit, or one of "._+-" — what a hint's key and
+// value must not be glued to (Go: closecode's isWordByte).
+function isWordChar(c) {
+  return /[A-Za-z0-9._+-]/.test(c);
 }
 
 const encoder = new TextEncoder();

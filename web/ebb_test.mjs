@@ -165,6 +165,17 @@ test("a 1012 after serving a while resets, a 1012 right away does not", async ()
   assert.deepEqual(t.waits, [500, 1000, 2000]);
 });
 
+test("parseRetryHint reads hints exactly as closecode.ParseRetryHint", async () => {
+  const { readFile } = await import("node:fs/promises");
+  const vectors = JSON.parse(await readFile(new URL("../closecode/testdata/retry_hints.json", import.meta.url), "utf8"));
+  assert.ok(vectors.length >= 30);
+  for (const v of vectors) {
+    const got = parseRetryHint(v.reason);
+    if (v.ns === null) assert.equal(got, null, v.reason);
+    else assert.ok(got !== null && Math.abs(got * 1e6 - v.ns) < 1, `${v.reason}: got ${got} ms, want ${v.ns} ns`);
+  }
+});
+
 test("misc", () => {
   assert.equal(truncateReason("é".repeat(100)).length, 61);
   assert.deepEqual(missingExtensions(["permessage-deflate", "x"], "permessage-deflate; server_no_context_takeover"), ["x"]);
