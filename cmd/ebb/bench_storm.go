@@ -1,10 +1,6 @@
 package main
 
 import (
-	"context"
-	"errors"
-	"fmt"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -148,57 +144,19 @@ func (sf *stormFlags) options(o *benchOptions) (loadgen.StormOptions, error) {
 	return so, nil
 }
 
-// serverRestarter is loadgen's Restarter on the server `ebb serve` runs:
-// each Start runs a new server on the first one's address.
-type serverRestarter struct {
-	cfg    server.Config
-	s      *server.Server
-	served chan error
-}
-
-func newServerRestarter(addr string, window, hint time.Duration) *serverRestarter {
-	cfg := server.Config{
+// newServerRestarter is loadgen's Restarter on the server `ebb serve`
+// runs, without pacing: the storm measures how hard each reconnect policy
+// hits the server, and an accept loop that paces would flatten the very
+// peaks it compares.
+func newServerRestarter(addr string, window, hint time.Duration) *server.Restarter {
+	// shed's zero means its default; the flags' zero means at once.
+	return &server.Restarter{Config: server.Config{
 		Addr: addr,
-		Shed: shed.Options{DrainWindow: window, DrainHint: hint, DrainCode: closecode.ServiceRestart},
-		// The storm measures how hard each reconnect policy hits the
-		// server; an accept loop that paces would flatten the very peaks
-		// it compares.
+		Shed: shed.Options{
+			DrainWindow: max(window, time.Millisecond),
+			DrainHint:   max(hint, time.Millisecond),
+			DrainCode:   closecode.ServiceRestart,
+		},
 		Listener: shed.ListenerOptions{NoPacing: true},
-	}
-	if cfg.Shed.DrainWindow == 0 {
-		cfg.Shed.DrainWindow = time.Millisecond // shed's zero means its default
-	}
-	if cfg.Shed.DrainHint == 0 {
-		cfg.Shed.DrainHint = time.Millisecond
-	}
-	return &serverRestarter{cfg: cfg}
-}
-
-// Start runs a server; the old one's port may take a moment to be free.
-func (r *serverRestarter) Start(ctx context.Context) (string, error) {
-	var err error
-	for range 50 {
-		if r.s, err = server.New(r.cfg); err == nil || !errors.Is(err, syscall.EADDRINUSE) {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return "", ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	if err != nil {
-		return "", fmt.Errorf("cannot start the in-process server: %w", err)
-	}
-	r.cfg.Addr = r.s.Addr()
-	r.served = make(chan error, 1)
-	go func(s *server.Server, served chan<- error) { served <- s.Serve() }(r.s, r.served)
-	return "ws://" + r.s.Addr() + "/echo", nil
-}
-
-// Stop drains the server and waits until it no longer serves.
-func (r *serverRestarter) Stop(ctx context.Context) error {
-	err := r.s.Shutdown(ctx)
-	<-r.served
-	return err
+	}}
 }
