@@ -1,8 +1,6 @@
 package main
 
 import (
-	"encoding/json"
-	"io"
 	"strconv"
 	"strings"
 
@@ -68,13 +66,4 @@ Without an argument, explain prints the whole table.`,
 		return &usageError{err: err}
 	})
 	return cmd
-}
-
-// writeJSON writes v as indented JSON without HTML escaping (ebb demo's
-// report uses it too).
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }
