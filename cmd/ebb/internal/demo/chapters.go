@@ -51,7 +51,7 @@ func drainReads(ctx context.Context, c *reconnect.Client) {
 // Overload is the first chapter: a crowd larger than the server's limit
 // arrives at once. The surplus is refused with 1013 Try Again Later and a
 // jittered retry hint; the refused clients back off (never sooner than the
-// hint) and get in as admitted clients finish their sessions (3–5.5 s
+// hint) and get in as admitted clients finish their sessions (2–4 s
 // each) and leave with 1000.
 type Overload struct{}
 
@@ -111,7 +111,7 @@ func (st *stage) session(ctx context.Context, i int) error {
 	}
 	var reader sync.WaitGroup
 	reader.Go(func() { drainReads(ctx, c) })
-	hold := st.dur(time.Duration(3000+rand.IntN(2500)) * time.Millisecond)
+	hold := st.dur(time.Duration(2000+rand.IntN(2000)) * time.Millisecond)
 	tick := time.NewTicker(st.dur(500 * time.Millisecond))
 	end := time.NewTimer(hold)
 loop:
