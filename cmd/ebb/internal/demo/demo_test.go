@@ -209,6 +209,29 @@ func TestScaleOut(t *testing.T) {
 	}
 }
 
+// TestScaleOutInterrupted cancels the scale-out chapter while node A is
+// alone: Run returns the context's error, and the clients, the balancer
+// and the node (its embedded NATS server) are gone (TestMain checks for
+// leaked goroutines).
+func TestScaleOutInterrupted(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(600*time.Millisecond, cancel)
+	start := time.Now()
+	r, err := Run(ctx, Options{Crowd: 6, Limit: 2, Pace: testPace, Chapters: []Chapter{ScaleOut{}}}, nil)
+	if !errors.Is(err, context.Canceled) || r == nil || !r.Interrupted {
+		t.Fatalf("Run after cancel: %v (report %+v), want context.Canceled and an interrupted report", err, r)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("Run took %v to stop after the cancel", d)
+	}
+	for _, s := range r.Samples {
+		if s.Servers[nodeA] > scaleOutLimit(6) {
+			t.Errorf("node A held %d, above its limit %d", s.Servers[nodeA], scaleOutLimit(6))
+		}
+	}
+}
+
 // checkScaleOut checks the scale-out chapter of r: node A admitted its
 // limit at once and refused every other client, alone with the cluster's
 // "cluster at capacity"; once node B had joined, only with "node at
