@@ -34,7 +34,7 @@ func newDemoCmd(e *env) *cobra.Command {
 	var o demoOptions
 	cmd := &cobra.Command{
 		Use:   "demo",
-		Short: "A 40-second tour: overload (1013), restart (1012) and a missing extension (1010)",
+		Short: "A 40-second tour: overload (1013), scale-out, restart (1012), a missing extension (1010)",
 		Long: `Demo runs an ebb server and a crowd of ebb clients on loopback and shows,
 in about 40 seconds (--quick: about 20), what ebb does at the two hard
 edges of WebSocket:
@@ -44,20 +44,27 @@ edges of WebSocket:
      Again Later and a jittered "retry-after" hint; clients back off (1 s,
      doubling, jittered, never sooner than the hint) and get in as admitted
      clients finish and free their slots.
-  2. Drain → restart. The whole crowd is connected; the server drains,
+  2. Full node → scale out. The crowd wants to stay, behind a small load
+     balancer (least connections, /healthz checks), and node A of a cluster
+     (embedded NATS) admits two thirds of it: the rest are refused with 1013
+     "cluster at capacity" again and again. Node B joins; until the
+     balancer's checks let it in, A refuses with "node at capacity, cluster
+     has room" and a short hint; then the retries land on B, the refusals
+     stop and everyone is served.
+  3. Drain → restart. The whole crowd is connected; the server drains,
      closing every connection with 1012 Service Restart spread over a
      window, each with a hint that sends the client past the restart. While
      it drains, the server keeps its port open only to refuse newcomers
      (1012) and answers /healthz with 503; it restarts, and the clients
      return spread out, not in a stampede.
-  3. Missing extension. A client that requires permessage-deflate meets a
+  4. Missing extension. A client that requires permessage-deflate meets a
      server with compression off: it closes with 1010 Mandatory Extension,
      says what was missing, and does not retry.
 
 Everything runs on 127.0.0.1 and stops by itself. Progress goes to stderr;
 the summary on stdout explains every close code seen and who sent it, and
-a PNG timeline (connections, and every close event by type, over time) is
-written to ./ebb-demo-timeline.png or --plot.`,
+a PNG timeline (connections per server, and every close event by type,
+over time) is written to ./ebb-demo-timeline.png or --plot.`,
 		Example: `  ebb demo
   ebb demo --quick --plot /tmp/timeline.png
   ebb demo --no-plot --json`,
@@ -86,7 +93,7 @@ written to ./ebb-demo-timeline.png or --plot.`,
 	f.BoolVar(&o.noPlot, "no-plot", false, "do not write the PNG timeline")
 	f.BoolVar(&o.quick, "quick", false, "shorter sessions and windows: about 20 seconds (--pace 0.45)")
 	f.Float64Var(&o.pace, "pace", 1, "scale every duration of the tour (0.5 runs twice as fast)")
-	f.IntVar(&o.crowd, "crowd", demo.DefaultCrowd, "clients in the crowd")
+	f.IntVar(&o.crowd, "crowd", demo.DefaultCrowd, "clients in the crowd (each cluster node of the scale-out chapter admits two thirds of it)")
 	f.IntVar(&o.limit, "limit", demo.DefaultLimit, "connections the server admits at once in the overload chapter")
 	f.BoolVar(&o.asJSON, "json", false, "print the summary as JSON")
 	return cmd

@@ -40,7 +40,7 @@ func TestDemo(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &s); err != nil {
 		t.Fatalf("demo --json: %v\n%s", err, r.stdout)
 	}
-	if len(s.Chapters) != 3 || s.Crowd != 8 {
+	if len(s.Chapters) != 4 || s.Chapters[1].Name != "scale-out" || s.Crowd != 8 {
 		t.Fatalf("chapters %+v, crowd %d", s.Chapters, s.Crowd)
 	}
 	bySender := map[int]string{}
@@ -66,7 +66,7 @@ func TestDemo(t *testing.T) {
 	if _, err := png.Decode(f); err != nil {
 		t.Fatalf("timeline is not a PNG: %v", err)
 	}
-	if !strings.Contains(r.stderr, "== 3/3 missing extension") {
+	if !strings.Contains(r.stderr, "== 2/4 full node → scale out") || !strings.Contains(r.stderr, "== 4/4 missing extension") {
 		t.Errorf("progress on stderr lacks the chapters:\n%s", r.stderr)
 	}
 }

@@ -18,13 +18,13 @@ import (
 	"github.com/ebb-ws/ebb/websocket"
 )
 
-// crowdClient starts crowd client i: ebb's reconnecting client with the
-// script's backoff (1 s doubling to a 4 s cap, jittered; the server's hint
-// is a floor). On every connection it says hello; the echo of that hello is
-// how it knows it was admitted (a refused client is upgraded too, then
-// closed at once with 1013).
-func (st *stage) crowdClient(ctx context.Context, i int, persistent bool) (*reconnect.Client, error) {
-	return reconnect.New(ctx, "ws://"+st.addr+"/echo", &reconnect.Options{
+// crowdClient starts crowd client i, dialing ws://addr/echo: ebb's
+// reconnecting client with the script's backoff (1 s doubling to a 4 s
+// cap, jittered; the server's hint is a floor). On every connection it
+// says hello; the echo of that hello is how it knows it was admitted (a
+// refused client is upgraded too, then closed at once with 1013).
+func (st *stage) crowdClient(ctx context.Context, i int, addr string, persistent bool) (*reconnect.Client, error) {
+	return reconnect.New(ctx, "ws://"+addr+"/echo", &reconnect.Options{
 		Policy: reconnect.Policy{
 			Backoff:      reconnect.Backoff{Base: st.dur(time.Second), Cap: st.dur(4 * time.Second)},
 			StablePeriod: st.dur(time.Second),
@@ -51,7 +51,7 @@ func drainReads(ctx context.Context, c *reconnect.Client) {
 // Overload is the first chapter: a crowd larger than the server's limit
 // arrives at once. The surplus is refused with 1013 Try Again Later and a
 // jittered retry hint; the refused clients back off (never sooner than the
-// hint) and get in as admitted clients finish their sessions (3–5.5 s
+// hint) and get in as admitted clients finish their sessions (2–4 s
 // each) and leave with 1000.
 type Overload struct{}
 
@@ -100,7 +100,7 @@ func (ch Overload) play(ctx context.Context, st *stage) (Finding, error) {
 // session is one crowd client of the overload chapter: get in, hold the
 // connection a few seconds with a ping every half second, leave with 1000.
 func (st *stage) session(ctx context.Context, i int) error {
-	c, err := st.crowdClient(ctx, i, false)
+	c, err := st.crowdClient(ctx, i, st.addr, false)
 	if err != nil {
 		return err
 	}
@@ -111,7 +111,7 @@ func (st *stage) session(ctx context.Context, i int) error {
 	}
 	var reader sync.WaitGroup
 	reader.Go(func() { drainReads(ctx, c) })
-	hold := st.dur(time.Duration(3000+rand.IntN(2500)) * time.Millisecond)
+	hold := st.dur(time.Duration(2000+rand.IntN(2000)) * time.Millisecond)
 	tick := time.NewTicker(st.dur(500 * time.Millisecond))
 	end := time.NewTimer(hold)
 loop:
@@ -169,7 +169,7 @@ func (ch Restart) play(ctx context.Context, st *stage) (Finding, error) {
 		readers.Wait()
 	}()
 	for i := range st.opts.Crowd {
-		c, err := st.crowdClient(ctx, i, true)
+		c, err := st.crowdClient(ctx, i, st.addr, true)
 		if err != nil {
 			return nil, err
 		}

@@ -3,8 +3,10 @@ package demo
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 
 	"github.com/ebb-ws/ebb/closecode"
 )
@@ -128,6 +130,7 @@ type Note struct {
 // Colours of the chart.
 const (
 	colConnections = "#2f6fde"
+	colNodeB       = "#0f9e8a"
 	colWaiting     = "#e08a00"
 	colLimit       = "#555555"
 	colDown        = "#30303024"
@@ -168,6 +171,8 @@ func chapterColor(name string) string {
 		return "#8a4fd61a"
 	case "extension":
 		return "#1111110f"
+	case "scale-out":
+		return "#0f9e8a1c"
 	}
 	return "#2f6fde12"
 }
@@ -189,6 +194,12 @@ func BuildChart(r *Report) *Chart {
 			{Label: "clients waiting to retry (backing off)", Color: colWaiting},
 			{Label: "server limit", Color: colLimit, Dashed: true},
 		},
+	}
+	if n, ok := chapterNumber(r, scaleOutName); ok {
+		ch.Title += fmt.Sprintf(", then cluster nodes that admit %d each", scaleOutLimit(r.Crowd))
+		ch.Legend[0].Label = fmt.Sprintf("connections the server holds (node A's in chapter %d)", n)
+		ch.Legend = slices.Insert(ch.Legend, 1, LegendEntry{Label: "node B's connections", Color: colNodeB})
+		ch.Legend[len(ch.Legend)-1].Label = "server and node limits"
 	}
 	for i, c := range r.Chapters {
 		ch.Spans = append(ch.Spans, Span{Kind: "chapter", From: round3(c.Start.Seconds()), To: round3(c.End.Seconds()),
@@ -212,9 +223,21 @@ func BuildChart(r *Report) *Chart {
 	return ch
 }
 
+// chapterNumber is the number (1, 2, …) of the named chapter in r.
+func chapterNumber(r *Report, name string) (int, bool) {
+	for i, c := range r.Chapters {
+		if c.Name == name {
+			return i + 1, true
+		}
+	}
+	return 0, false
+}
+
 // caption sums up a chapter's finding in a line or two.
 func caption(f Finding) string {
 	switch f := f.(type) {
+	case *ScaleOutFinding:
+		return fmt.Sprintf("%d refused again and again until B joins; then all %d served", f.Crowd-f.NodeLimit, f.Crowd)
 	case *OverloadFinding:
 		return fmt.Sprintf("%d admitted at once; %d refused with 1013 and a retry hint, they back off and get in later", f.FirstTry, f.Crowd-f.FirstTry)
 	case *RestartFinding:
@@ -232,16 +255,23 @@ func caption(f Finding) string {
 }
 
 // connectionsPanel draws the server's connections and the clients waiting
-// to retry, with headroom above the crowd for the story's labels.
+// to retry, with headroom above the crowd for the story's labels. In the
+// scale-out chapter the server's line is node A's, and node B has a line
+// of its own while it runs.
 func connectionsPanel(r *Report) Panel {
 	top := float64(r.Crowd)
 	conns := Line{Name: "connections the server holds", Color: colConnections, Width: 2}
 	waiting := Line{Name: "clients waiting to retry", Color: colWaiting, Width: 1.4}
+	b := Line{Name: "node B's connections", Color: colNodeB, Width: 2}
 	for _, s := range r.Samples {
 		x := round3(s.At.Seconds())
-		conns.Points = append(conns.Points, XY{x, float64(s.Connections)})
+		onB, running := s.Servers[nodeB]
+		conns.Points = append(conns.Points, XY{x, float64(s.Connections - onB)})
 		waiting.Points = append(waiting.Points, XY{x, float64(s.Waiting)})
-		top = max(top, float64(s.Connections), float64(s.Waiting))
+		if running {
+			b.Points = append(b.Points, XY{x, float64(onB)})
+		}
+		top = max(top, float64(s.Connections-onB), float64(onB), float64(s.Waiting))
 	}
 	p := Panel{
 		Name: "connections", YLabel: "clients", Height: 0.6,
@@ -249,10 +279,18 @@ func connectionsPanel(r *Report) Panel {
 		YTicks: niceTicks(0, top, 5, true, true),
 		Lines:  []Line{conns, waiting},
 	}
+	if len(b.Points) > 0 {
+		p.Lines = append(p.Lines, b)
+	}
 	for _, c := range r.Chapters {
-		if c.Name == "overload" {
-			p.Refs = append(p.Refs, Ref{Y: float64(r.Limit), From: round3(c.Start.Seconds()), To: round3(c.End.Seconds()),
+		from, to := round3(c.Start.Seconds()), round3(c.End.Seconds())
+		switch c.Name {
+		case "overload":
+			p.Refs = append(p.Refs, Ref{Y: float64(r.Limit), From: from, To: to,
 				Label: "server limit " + strconv.Itoa(r.Limit), Color: colLimit})
+		case scaleOutName:
+			p.Refs = append(p.Refs, Ref{Y: float64(scaleOutLimit(r.Crowd)), From: from, To: to,
+				Label: "node limit " + strconv.Itoa(scaleOutLimit(r.Crowd)), Color: colLimit})
 		}
 	}
 	return p
@@ -282,7 +320,7 @@ func eventsPanel(r *Report) Panel {
 		lane.Dots = swarm(xs, lane.Y, bin)
 		p.Lanes = append(p.Lanes, lane)
 		p.YTicks = append(p.YTicks, Tick{Value: lane.Y, Label: lane.Label})
-		if note, ok := laneNote(r, c, xs, bin); ok {
+		for _, note := range laneNotes(r, c, xs, bin) {
 			note.Y += lane.Y
 			p.Notes = append(p.Notes, note)
 		}
@@ -292,16 +330,81 @@ func eventsPanel(r *Report) Panel {
 	return p
 }
 
-// laneNote is the callout that tells a lane's story, if it has one: the
-// 1013 burst when the crowd arrives, the drain's 1012s, the 1010. Its Y is
-// relative to the lane's.
+// laneNotes are the callouts that tell a lane's story, if it has one: the
+// 1013 burst when the crowd arrives and the 1013s of the scale-out
+// chapter, the drain's 1012s, the 1010. Their Y is relative to the
+// lane's.
+func laneNotes(r *Report, c CodeCount, xs []float64, bin float64) []Note {
+	var notes []Note
+	if note, ok := laneNote(r, c, xs, bin); ok {
+		notes = append(notes, note)
+	}
+	if c.Code == closecode.TryAgainLater && c.Sender == SentByServer {
+		if note, ok := scaleOutNote(r, bin); ok {
+			notes = append(notes, note)
+		}
+	}
+	return notes
+}
+
+// scaleOutNote tells the 1013s of the scale-out chapter: what node A said
+// alone, what it said once node B had joined, and that they stopped.
+func scaleOutNote(r *Report, bin float64) (Note, bool) {
+	f, ok := Find[*ScaleOutFinding](r)
+	if !ok || f.Before.Count == 0 {
+		return Note{}, false
+	}
+	var first, last float64
+	n := 0
+	for _, e := range r.Events {
+		if e.Chapter == scaleOutName && e.Code == closecode.TryAgainLater && e.Sender == SentByServer {
+			if n == 0 {
+				first = e.At.Seconds()
+			}
+			last = e.At.Seconds()
+			n++
+		}
+	}
+	if n == 0 {
+		return Note{}, false
+	}
+	text := fmt.Sprintf("node A alone: %d × %s", f.Before.Count, reasonList(f.Before.Reasons))
+	if f.After.Count > 0 {
+		text += fmt.Sprintf(";\nB joined: %d × %s", f.After.Count, reasonList(f.After.Reasons))
+	}
+	if f.Late == 0 {
+		text += ", then none"
+	}
+	return Note{X: round3(last + bin), LeftX: round3(first - bin), Text: text}, true
+}
+
+// reasonList names the reasons of a group of refusals, most frequent
+// first: "cluster at capacity".
+func reasonList(m map[string]int) string {
+	keys := byCount(m)
+	for i, k := range keys {
+		keys[i] = strconv.Quote(k)
+	}
+	return strings.Join(keys, " or ")
+}
+
+// laneNote is the lane's first callout, if it has one: the 1013 burst
+// when the crowd arrives, the drain's 1012s, the 1010. Its Y is relative
+// to the lane's.
 func laneNote(r *Report, c CodeCount, xs []float64, bin float64) (Note, bool) {
 	if len(xs) == 0 {
 		return Note{}, false
 	}
 	switch {
 	case c.Code == closecode.TryAgainLater && c.Sender == SentByServer:
-		// The biggest burst: the crowd arriving at once.
+		// The biggest burst: the crowd arriving at once (the scale-out
+		// chapter's 1013s have a note of their own).
+		xs = nil
+		for _, e := range r.Events {
+			if e.Code == c.Code && e.Sender == c.Sender && e.Chapter != scaleOutName {
+				xs = append(xs, e.At.Seconds())
+			}
+		}
 		best, bestN := 0.0, 0
 		for i := range xs {
 			n := 0

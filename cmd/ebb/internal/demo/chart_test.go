@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"image/png"
 	"os"
 	"path/filepath"
@@ -76,7 +77,7 @@ func TestChartStructure(t *testing.T) {
 			t.Errorf("span %q from %v to %v", s.Label, s.From, s.To)
 		}
 	}
-	want := []string{"chapter:1  overload → backoff", "chapter:2  drain → restart", "chapter:3  missing extension", "down:server down"}
+	want := []string{"chapter:1  overload → backoff", "chapter:2  full node → scale out", "chapter:3  drain → restart", "chapter:4  missing extension", "down:server down"}
 	if !slices.Equal(labels, want) {
 		t.Errorf("spans %q, want %q", labels, want)
 	}
@@ -84,20 +85,49 @@ func TestChartStructure(t *testing.T) {
 	for _, m := range ch.Marks {
 		marks = append(marks, m.Label)
 	}
-	if !slices.Equal(marks, []string{"drain starts", "port closed", "server up", "all back"}) {
+	if !slices.Equal(marks, []string{"B joins", "balancer → B", "all served", "drain starts", "port closed", "server up", "all back"}) {
 		t.Errorf("marks %q", marks)
 	}
-	// Connections: two series; the y range leaves headroom above the
-	// crowd; the ticks are round and readable.
+	// Connections: the server's (node A's in the scale-out chapter), the
+	// clients waiting, and node B's while it runs; the y range leaves
+	// headroom above the crowd; the ticks are round and readable.
 	cp := ch.Panels[0]
-	if len(cp.Lines) != 2 || cp.Lines[0].Name != "connections the server holds" || cp.Lines[1].Name != "clients waiting to retry" {
-		t.Errorf("connection lines %+v", cp.Lines)
+	var lines []string
+	for _, l := range cp.Lines {
+		lines = append(lines, l.Name)
+	}
+	if !slices.Equal(lines, []string{"connections the server holds", "clients waiting to retry", "node B's connections"}) {
+		t.Errorf("connection lines %q", lines)
 	}
 	if cp.YMax < 1.3*float64(r.Crowd) || cp.DataTop != float64(r.Crowd) {
 		t.Errorf("y range up to %v with data up to %v: want headroom above the crowd of %d", cp.YMax, cp.DataTop, r.Crowd)
 	}
-	if len(cp.Refs) != 1 || cp.Refs[0].Y != float64(r.Limit) {
-		t.Errorf("refs %+v: want the limit line", cp.Refs)
+	// Node B's line: only while it runs (from the join to the chapter's
+	// end), from 0 up to what it took; node A's is the server's line
+	// there, at its limit.
+	scale := r.Chapters[1]
+	b := cp.Lines[2].Points
+	if len(b) == 0 || b[0].X < 7 || b[len(b)-1].X > scale.End.Seconds() || b[0].Y != 0 || b[len(b)-1].Y != 2 {
+		t.Errorf("node B's line %v: want it from the join (7 s) to the chapter's end, from 0 to 2", b)
+	}
+	for _, p := range cp.Lines[0].Points {
+		if p.X >= 5.5 && p.X < scale.End.Seconds() && p.Y != 2 {
+			t.Errorf("node A's line at %v s is %v, want its limit 2 (node B's connections are not in it)", p.X, p.Y)
+		}
+	}
+	var refs []string
+	for _, ref := range cp.Refs {
+		refs = append(refs, fmt.Sprintf("%s at %v from %v to %v", ref.Label, ref.Y, ref.From, ref.To))
+	}
+	if !slices.Equal(refs, []string{"server limit 2 at 2 from 0 to 5", "node limit 2 at 2 from 5 to 10"}) {
+		t.Errorf("refs %q: want the server's limit in the overload chapter and the node limit in the scale-out one", refs)
+	}
+	var legend []string
+	for _, e := range ch.Legend {
+		legend = append(legend, e.Label)
+	}
+	if !slices.Contains(legend, "node B's connections") || !slices.Contains(legend, "connections the server holds (node A's in chapter 2)") {
+		t.Errorf("legend %q: want node A and node B named", legend)
 	}
 	// Close events: one lane per code and sender, story order, with the
 	// sender in the label, and one dot per event.
@@ -111,7 +141,7 @@ func TestChartStructure(t *testing.T) {
 	for _, l := range ep.Lanes {
 		lanes = append(lanes, lane{l.Code, l.Sender, len(l.Dots)})
 	}
-	wantLanes := []lane{{1013, SentByServer, 3}, {1012, SentByServer, 5}, {1010, SentByClient, 1}, {1000, SentByClient, 5}, {1006, SentLocally, 1}}
+	wantLanes := []lane{{1013, SentByServer, 7}, {1012, SentByServer, 5}, {1010, SentByClient, 1}, {1000, SentByClient, 9}, {1006, SentLocally, 1}}
 	if !slices.Equal(lanes, wantLanes) {
 		t.Errorf("lanes %+v, want %+v", lanes, wantLanes)
 	}
@@ -128,6 +158,7 @@ func TestChartStructure(t *testing.T) {
 	}
 	wantNotes := []string{
 		"2 refused at once, each with its own retry hint",
+		"node A alone: 3 × \"cluster at capacity\";\nB joined: 1 × \"node at capacity, cluster has room\", then none",
 		"the drain closes all 4,\neach told to come back after the restart",
 		"requires permessage-deflate, the server has it off:\nthe client closes with 1010 and does not retry",
 	}

@@ -12,18 +12,19 @@ import (
 	"time"
 
 	"github.com/ebb-ws/ebb/closecode"
+	"github.com/ebb-ws/ebb/cluster"
 )
 
-// testPace runs the tour at about a third of its length (about 12 s).
+// testPace runs the tour at about a third of its length (about 13 s).
 const testPace = 0.3
 
 // TestRun plays the whole tour and checks the report as data: the
-// chapters in order with their spans, the restart's marks, every close
-// event attributed to the side that sent it, the findings, and a drain
-// that the samples show as a decline.
+// chapters in order with their spans, the scale-out's and the restart's
+// marks, every close event attributed to the side that sent it, the
+// findings, and a drain that the samples show as a decline.
 func TestRun(t *testing.T) {
 	if testing.Short() {
-		t.Skip("the tour runs for about 12 s")
+		t.Skip("the tour runs for about 13 s")
 	}
 	t.Parallel()
 	var progress bytes.Buffer
@@ -46,22 +47,26 @@ func TestRun(t *testing.T) {
 			t.Errorf("chapter %q starts at %v, before %q ends at %v", c.Name, c.Start, r.Chapters[i-1].Name, r.Chapters[i-1].End)
 		}
 	}
-	if !slices.Equal(names, []string{"overload", "restart", "extension"}) {
+	if !slices.Equal(names, []string{"overload", "scale-out", "restart", "extension"}) {
 		t.Fatalf("chapters %q", names)
 	}
-	restart := r.Chapters[1]
 
-	// The restart's marks, in order, inside its chapter.
+	// The scale-out's and the restart's marks, in order, inside their
+	// chapters.
 	at := map[string]time.Duration{}
 	var marks []string
 	for _, m := range r.Marks {
 		marks = append(marks, m.Name)
 		at[m.Name] = m.At
-		if m.At < restart.Start || m.At > restart.End {
-			t.Errorf("mark %q at %v outside the restart chapter (%v–%v)", m.Name, m.At, restart.Start, restart.End)
+		c := r.Chapters[2]
+		if slices.Contains([]string{"join", "routed", "served"}, m.Name) {
+			c = r.Chapters[1]
+		}
+		if m.At < c.Start || m.At > c.End {
+			t.Errorf("mark %q at %v outside the %s chapter (%v–%v)", m.Name, m.At, c.Name, c.Start, c.End)
 		}
 	}
-	if !slices.Equal(marks, []string{"drain", "down", "up", "back"}) {
+	if !slices.Equal(marks, []string{"join", "routed", "served", "drain", "down", "up", "back"}) {
 		t.Fatalf("marks %q", marks)
 	}
 
@@ -113,6 +118,8 @@ func TestRun(t *testing.T) {
 			o.Refusals, o.RefusedClients, o.FirstTry, o.DistinctHints, r.Crowd, r.Crowd-r.Limit)
 	}
 	checkHintIsAFloor(t, r)
+
+	checkScaleOut(t, r)
 
 	// Restart: the drain closed everyone with a hint past the restart,
 	// refused a newcomer, answered /healthz with 503, and everyone came
@@ -178,8 +185,115 @@ func TestRun(t *testing.T) {
 	if noise := regexp.MustCompile(`[0-9]\.[0-9]{4,}`).Find(js.Bytes()); noise != nil {
 		t.Errorf("JSON carries float noise: %s", noise)
 	}
-	if !strings.Contains(progress.String(), "== 1/3 overload → backoff") {
+	if !strings.Contains(progress.String(), "== 1/4 overload → backoff") || !strings.Contains(progress.String(), "== 2/4 full node → scale out") {
 		t.Errorf("progress lacks the chapter lines:\n%s", progress.String())
+	}
+}
+
+// TestScaleOut plays the scale-out chapter alone, with a crowd of 9 (6
+// per node), and checks its finding and recording as data.
+func TestScaleOut(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the chapter runs for about 3 s")
+	}
+	t.Parallel()
+	var progress bytes.Buffer
+	r, err := Run(context.Background(), Options{Crowd: 9, Limit: 3, Pace: testPace, Chapters: []Chapter{ScaleOut{}}}, &progress)
+	if err != nil {
+		t.Fatalf("Run: %v\nprogress:\n%s", err, progress.String())
+	}
+	checkScaleOut(t, r)
+	var text bytes.Buffer
+	if err := r.WriteText(&text); err != nil || !strings.Contains(text.String(), "At the end node A held 6 (its limit) and node B 3, the overflow.") {
+		t.Errorf("WriteText: %v\n%s", err, text.String())
+	}
+}
+
+// TestScaleOutInterrupted cancels the scale-out chapter while node A is
+// alone: Run returns the context's error, and the clients, the balancer
+// and the node (its embedded NATS server) are gone (TestMain checks for
+// leaked goroutines).
+func TestScaleOutInterrupted(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(600*time.Millisecond, cancel)
+	start := time.Now()
+	r, err := Run(ctx, Options{Crowd: 6, Limit: 2, Pace: testPace, Chapters: []Chapter{ScaleOut{}}}, nil)
+	if !errors.Is(err, context.Canceled) || r == nil || !r.Interrupted {
+		t.Fatalf("Run after cancel: %v (report %+v), want context.Canceled and an interrupted report", err, r)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("Run took %v to stop after the cancel", d)
+	}
+	for _, s := range r.Samples {
+		if s.Servers[nodeA] > scaleOutLimit(6) {
+			t.Errorf("node A held %d, above its limit %d", s.Servers[nodeA], scaleOutLimit(6))
+		}
+	}
+}
+
+// checkScaleOut checks the scale-out chapter of r: node A admitted its
+// limit at once and refused every other client, alone with the cluster's
+// "cluster at capacity"; once node B had joined, only with "node at
+// capacity, cluster has room" and the short hint; no refusal came once
+// the balancer sent clients to B (but for those already on their way)
+// nor once all were served; everyone was served, node A at its limit and
+// node B holding the rest, which the samples show B taking.
+func checkScaleOut(t *testing.T, r *Report) {
+	t.Helper()
+	f, ok := Find[*ScaleOutFinding](r)
+	if !ok {
+		t.Fatal("no scale-out finding")
+	}
+	limit := scaleOutLimit(r.Crowd)
+	rest := r.Crowd - limit
+	t.Logf("scale-out: %d refusals before the join, %d after (%v), served %v after the join, balancer after %v",
+		f.Before.Count, f.After.Count, f.After.Reasons, f.ServedAfter, f.Routed)
+	if f.NodeLimit != limit || f.FirstTry != limit || f.NodeA != limit || f.NodeB != rest {
+		t.Errorf("scale-out: node limit %d, %d in at once, node A holds %d and node B %d at the end: want %d, %d, %d and %d",
+			f.NodeLimit, f.FirstTry, f.NodeA, f.NodeB, limit, limit, limit, rest)
+	}
+	if f.Before.Clients != rest || f.Before.Count < rest || f.Before.Reasons[cluster.ReasonClusterFull] != f.Before.Count {
+		t.Errorf("before the join: %d refusals to %d clients, by reason %v: want all %d of the rest refused, each with %q",
+			f.Before.Count, f.Before.Clients, f.Before.Reasons, rest, cluster.ReasonClusterFull)
+	}
+	if n := f.After.Count; n > 0 && (f.After.Reasons[cluster.ReasonNodeFull] != n || f.After.HintMin < f.ShortHint || f.After.HintMax > f.ShortHint*3/2+100*time.Millisecond) {
+		t.Errorf("after the join: %d refusals by reason %v with hints %v–%v: want each %q with the short hint %v (+50%% jitter)",
+			n, f.After.Reasons, f.After.HintMin, f.After.HintMax, cluster.ReasonNodeFull, f.ShortHint)
+	}
+	if f.Late != 0 || f.Routed <= 0 || f.ServedAfter < f.Routed || len(f.Other) > 0 {
+		t.Errorf("scale-out: %d refusals after all were served, balancer sent to B %v after the join, all served %v after it, other codes %v: want none, B routed before all were served, no other code",
+			f.Late, f.Routed, f.ServedAfter, f.Other)
+	}
+	// The events: the cluster's "full" stops at the join, every refusal at
+	// the balancer's switch, give or take those already on their way.
+	const inFlight = 500 * time.Millisecond
+	at := map[string]time.Duration{}
+	for _, m := range r.Marks {
+		at[m.Name] = m.At
+	}
+	for _, e := range r.Events {
+		if e.Chapter != scaleOutName || e.Code != closecode.TryAgainLater {
+			continue
+		}
+		if e.At > at["join"]+inFlight && reasonText(e.Reason) != cluster.ReasonNodeFull {
+			t.Errorf("a 1013 %v after node B joined said %q: want %q", e.At-at["join"], e.Reason, cluster.ReasonNodeFull)
+		}
+		if e.At > at["routed"]+inFlight {
+			t.Errorf("a 1013 %v after the balancer sent clients to node B (%q)", e.At-at["routed"], e.Reason)
+		}
+	}
+	// The samples: node A never above its limit; node B from nothing to
+	// the rest, and never more.
+	var bMin, bMax, aMax = r.Crowd, 0, 0
+	for _, s := range r.Samples {
+		aMax = max(aMax, s.Servers[nodeA])
+		if n, ok := s.Servers[nodeB]; ok {
+			bMin, bMax = min(bMin, n), max(bMax, n)
+		}
+	}
+	if aMax != limit || bMin != 0 || bMax != rest {
+		t.Errorf("samples: node A up to %d, node B from %d to %d: want A at most %d, B from 0 to %d", aMax, bMin, bMax, limit, rest)
 	}
 }
 
@@ -250,7 +364,7 @@ func TestOptionsValidate(t *testing.T) {
 			switch {
 			case tt.want == "" && err != nil:
 				t.Fatalf("error %v", err)
-			case tt.want == "" && (o.Crowd != DefaultCrowd || o.Limit != DefaultLimit || o.Pace != 1 || len(o.Chapters) != 3):
+			case tt.want == "" && (o.Crowd != DefaultCrowd || o.Limit != DefaultLimit || o.Pace != 1 || len(o.Chapters) != 4):
 				t.Fatalf("defaults %+v", o)
 			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
 				t.Fatalf("error %v, want one saying %q", err, tt.want)

@@ -417,9 +417,14 @@ func (p *para) line(format string, args ...any) {
 // secs formats a duration as seconds with one decimal: "2.5 s".
 func secs(d time.Duration) string { return fmt.Sprintf("%.1f s", d.Seconds()) }
 
-// secsRange formats a range of durations: "1.2–2.5 s".
+// secsRange formats a range of durations: "1.2–2.5 s", or "0.6 s" when
+// both ends read the same.
 func secsRange(lo, hi time.Duration) string {
-	return fmt.Sprintf("%.1f–%.1f s", lo.Seconds(), hi.Seconds())
+	a, b := fmt.Sprintf("%.1f", lo.Seconds()), fmt.Sprintf("%.1f", hi.Seconds())
+	if a == b {
+		return a + " s"
+	}
+	return a + "–" + b + " s"
 }
 
 // codeCounts writes "3 × 1012 Service Restart, 2 × 1006 Abnormal Closure".

@@ -52,13 +52,23 @@ func TestWriteText(t *testing.T) {
 		"retry-after=1.2–2.5 s, 3 different values",
 		"which was the longer of the two for 3 of the 3 waits",
 		"retry 1:  2 waits, median 1.3 s, longest 1.4 s",
-		"2. Drain → restart (5.0–10.5 s)",
+		"2. Full node → scale out (5.0–10.0 s)",
+		"4 clients that want to stay (persistent links) reach a cluster through a load balancer.",
+		"Node A (embedded NATS) admits 2: 2 got in at once, and nobody leaves,",
+		`Alone for 2.0 s, node A was the whole cluster: 3 refusals to 2 clients said "cluster at capacity",`,
+		"retry-after=1.2–1.8 s, and the refused came back to be refused again.",
+		"A counted it in the cluster 40 ms after B started.",
+		"/healthz every 0.5 s, 3 good checks to enter) sent clients to B 0.5 s after the join.",
+		`In between, 1 refusal said "node at capacity, cluster has room", retry-after=0.6 s:`,
+		"All 4 were served 1.4 s after the join; no refusal came after that.",
+		"At the end node A held 2 (its limit) and node B 2, the overflow.",
+		"3. Drain → restart (10.0–15.5 s)",
 		"it closed all 4 with 1012 Service Restart",
 		"each with retry-after=5.1–7.2 s",
 		"a newcomer got 1012 Service Restart (retry-after=5.5 s)",
 		`/healthz answered "503 draining"`,
 		"4 of 4 were back 1.5 s after the restart",
-		"3. Missing extension (10.5–12.0 s)",
+		"4. Missing extension (15.5–17.0 s)",
 		"permessage-deflate (server did not accept it)",
 		"did not retry",
 		"echoed it back",
@@ -66,8 +76,8 @@ func TestWriteText(t *testing.T) {
 		"1006 Abnormal Closure ×1 — local (no close frame), recorded by 1 of the 4 crowd clients",
 		"1010 Mandatory Extension ×1 — sent by the client (Close frame): the client requiring permessage-deflate",
 		"1012 Service Restart ×5 — sent by the server (Close frame) to all 4 crowd clients and a newcomer",
-		"1013 Try Again Later ×3 — sent by the server (Close frame) to 2 of the 4 crowd clients",
-		"1000 Normal Closure ×5 — sent by the client (Close frame): all 4 crowd clients",
+		"1013 Try Again Later ×7 — sent by the server (Close frame) to 2 of the 4 crowd clients",
+		"1000 Normal Closure ×9 — sent by the client (Close frame): all 4 crowd clients",
 		"1006 is never sent on the wire",
 	} {
 		if !strings.Contains(out, want) {
@@ -112,7 +122,7 @@ func TestWriteJSON(t *testing.T) {
 	if err := json.Unmarshal(b.Bytes(), &got); err != nil {
 		t.Fatalf("%v\n%s", err, b.String())
 	}
-	if got.Seconds != 12 || len(got.Chapters) != 3 || got.Chapters[1].Start != 5 || got.Chapters[1].End != 10.5 || len(got.Events) != len(r.Events) {
+	if got.Seconds != 17 || len(got.Chapters) != 4 || got.Chapters[2].Start != 10 || got.Chapters[2].End != 15.5 || len(got.Events) != len(r.Events) {
 		t.Errorf("JSON %+v", got)
 	}
 	senders := map[int]string{}
@@ -126,8 +136,26 @@ func TestWriteJSON(t *testing.T) {
 		HintMin float64 `json:"hint_min"`
 		Early   map[string]int
 	}
-	if err := json.Unmarshal(got.Chapters[1].Finding, &restart); err != nil || restart.HintMin != 5.1 {
-		t.Errorf("restart finding %s: %v", got.Chapters[1].Finding, err)
+	if err := json.Unmarshal(got.Chapters[2].Finding, &restart); err != nil || restart.HintMin != 5.1 {
+		t.Errorf("restart finding %s: %v", got.Chapters[2].Finding, err)
+	}
+	var scale struct {
+		Before struct {
+			Count   int            `json:"count"`
+			Reasons map[string]int `json:"reasons"`
+		} `json:"refusals_before_join"`
+		After struct {
+			Count   int     `json:"count"`
+			HintMax float64 `json:"hint_max"`
+		} `json:"refusals_after_join"`
+		Late        *int    `json:"refusals_after_all_served"`
+		ServedAfter float64 `json:"all_served_after"`
+		NodeA       int     `json:"node_a_connections"`
+		NodeB       int     `json:"node_b_connections"`
+	}
+	if err := json.Unmarshal(got.Chapters[1].Finding, &scale); err != nil || scale.Before.Count != 3 || scale.Before.Reasons["cluster at capacity"] != 3 ||
+		scale.After.Count != 1 || scale.After.HintMax != 0.6 || scale.Late == nil || *scale.Late != 0 || scale.ServedAfter != 1.4 || scale.NodeA != 2 || scale.NodeB != 2 {
+		t.Errorf("scale-out finding %s: %v", got.Chapters[1].Finding, err)
 	}
 	if !strings.Contains(b.String(), `"/tmp/a&b.png"`) || !strings.Contains(b.String(), "overload → backoff") {
 		t.Errorf("JSON escapes HTML or the arrow:\n%s", b.String())

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -154,8 +155,29 @@ func (st *stage) stopServer(ctx context.Context, name string) error {
 	if err != nil {
 		_ = s.Close()
 	}
+	st.retire(name, s)
+	return err
+}
+
+// closeServer stops the named server at once (Close: whatever is still
+// connected is dropped). It is for a server whose clients have gone: a
+// cluster node's Shutdown would first wait for the cluster's drain turn.
+func (st *stage) closeServer(name string) error {
+	s := st.server(name)
+	if s == nil {
+		return nil
+	}
+	err := s.Close()
+	st.retire(name, s)
+	return err
+}
+
+// retire stops sampling a stopped server; its close-code counters join
+// the report.
+func (st *stage) retire(name string, s *server.Server) {
 	stats := s.Shedder().Stats()
 	st.mu.Lock()
+	defer st.mu.Unlock()
 	delete(st.servers, name)
 	for c, n := range stats.CloseSent {
 		st.counts.Sent[c] += n
@@ -163,8 +185,6 @@ func (st *stage) stopServer(ctx context.Context, name string) error {
 	for c, n := range stats.CloseReceived {
 		st.counts.Received[c] += n
 	}
-	st.mu.Unlock()
-	return err
 }
 
 func (st *stage) setChapter(name string) {
@@ -276,12 +296,13 @@ func (st *stage) startSampling() {
 // still sampled: its count falls as the drain closes connections.
 func (st *stage) sample() {
 	st.mu.Lock()
-	servers := slices.Collect(maps.Values(st.servers))
+	servers := maps.Clone(st.servers)
 	st.mu.Unlock()
-	s := Sample{At: st.since()}
-	for _, srv := range servers {
+	s := Sample{At: st.since(), Servers: make(map[string]int, len(servers))}
+	for name, srv := range servers {
 		stats := srv.Shedder().Stats()
 		s.Connections += stats.Connections
+		s.Servers[name] = stats.Connections
 		s.Draining = s.Draining || stats.Draining
 	}
 	st.mu.Lock()
@@ -306,11 +327,22 @@ func (st *stage) status() string {
 	for _, e := range st.events {
 		n[e.Code]++
 	}
-	server := plural(s.Connections, "connection")
+	server := "server: " + plural(s.Connections, "connection")
 	if s.Draining {
 		server += " (draining)"
 	}
-	return fmt.Sprintf("server: %s, %s waiting to retry | 1013×%d 1012×%d 1010×%d",
+	// Several servers holding connections (the scale-out chapter's
+	// nodes): each one's count.
+	var busy []string
+	for _, name := range slices.Sorted(maps.Keys(s.Servers)) {
+		if n := s.Servers[name]; n > 0 {
+			busy = append(busy, fmt.Sprintf("%s %d", name, n))
+		}
+	}
+	if len(busy) > 1 {
+		server = "servers: " + strings.Join(busy, ", ")
+	}
+	return fmt.Sprintf("%s, %s waiting to retry | 1013×%d 1012×%d 1010×%d",
 		server, plural(s.Waiting, "client"), n[closecode.TryAgainLater], n[closecode.ServiceRestart], n[closecode.MandatoryExtension])
 }
 

@@ -25,9 +25,10 @@ const (
 )
 
 // WriteTimeline draws the report's timeline (BuildChart) as a PNG at path,
-// replacing any file there: the connections the server held and the
-// clients waiting to retry on top, every close event by type below, on a
-// shared time axis, with the chapters shaded and the restart's moments
+// replacing any file there: the connections the server held (node A's and
+// node B's in the scale-out chapter) and the clients waiting to retry on
+// top, every close event by type below, on a shared time axis, with the
+// chapters shaded and their moments (node B joins, drain starts, …)
 // marked. It takes a few tens of milliseconds and a few MB.
 func WriteTimeline(path string, r *Report) error {
 	if len(r.Samples) == 0 {
@@ -204,7 +205,7 @@ func panelPlot(ch *Chart, i int, bottom bool) *plot.Plot {
 			c.StrokeLine2(ls, trX(r.From), trY(r.Y), trX(r.To), trY(r.Y))
 			sty := textStyle(sans, 9.5, hexColor(r.Color))
 			sty.YAlign = draw.YBottom
-			c.FillText(sty, vg.Point{X: trX(r.To) - 4 - sty.Width(r.Label), Y: trY(r.Y) + 2}, r.Label)
+			labelBox(c, sty, vg.Point{X: trX(r.To) - 4 - sty.Width(r.Label), Y: trY(r.Y) + 3}, r.Label)
 		}
 		for _, l := range pn.Lines {
 			if len(l.Points) < 2 {
