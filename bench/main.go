@@ -72,6 +72,7 @@ Flags:
 	noPin := fs.Bool("no-pin", false, "do not pin the server and the client to separate cores")
 	stormHard := fs.Int("storm-hard-demand", -1, "storm: shed's HardDemand for ebb (0: off; default 2 × the limit)")
 	stormGuard := fs.Bool("storm-guard", true, "storm: put shed's Listener in front of ebb (pacing, MaxPending, 503 in the accept loop past the hard ceiling)")
+	stormAddrs := fs.Int("storm-addrs", 250, "storm: loopback source addresses the storm's clients connect from (127.1.x.y), as a real crowd comes from many; 1 sends the whole storm from one address")
 	stormPending := fs.Int("storm-max-pending", 16, "storm, with --storm-guard: shed Listener's MaxPending (0: no bound); ebb serve's default on the server's one core")
 	clusterSys := fs.String("cluster-systems", strings.Join(clusterSystems, ","), "cluster: systems to run (centrifugo-redis needs redis-server on PATH)")
 	clusterClients := fs.Int("cluster-clients", 0, "cluster: subscribers spread over the 3 nodes (default 300; quick 60)")
@@ -159,6 +160,10 @@ Flags:
 		cfg.ClusterSteady = *clusterSteady
 	}
 	cfg.StormHardDemand, cfg.StormGuard, cfg.StormMaxPending = *stormHard, *stormGuard, *stormPending
+	if *stormAddrs < 1 || *stormAddrs > 250*250 {
+		return fmt.Errorf("bench: --storm-addrs %d: want 1 to %d", *stormAddrs, 250*250)
+	}
+	cfg.StormAddrs = *stormAddrs
 	if cfg.StormHardDemand < 0 {
 		cfg.StormHardDemand = 2 * cfg.StormLimit
 	}

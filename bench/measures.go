@@ -44,6 +44,9 @@ type Config struct {
 	StormHardDemand int
 	StormGuard      bool
 	StormMaxPending int
+	// StormAddrs is how many loopback source addresses the storm's
+	// clients connect from.
+	StormAddrs int
 	Settle          time.Duration // idle time before memory is read
 	ProfileDir      string
 	// The cluster measure: systems, subscribers, publish rate and payload

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"sync"
@@ -119,7 +120,7 @@ func stormOnce(cfg Config, res *results, rep int, lib string, control bool) erro
 			go p.fetch("/debug/pprof/trace?seconds=3", tr)
 			time.Sleep(100 * time.Millisecond)
 		}
-		sp, err := startStorm(target.ws, cfg.StormConns)
+		sp, err := startStorm(target.ws, cfg.StormConns, cfg.StormAddrs)
 		if err != nil {
 			return err
 		}
@@ -184,12 +185,20 @@ func stormCase(cfg Config) string {
 			shed += fmt.Sprintf(" MaxPending %d", cfg.StormMaxPending)
 		}
 	}
-	return fmt.Sprintf("%d connects (ebb: %s; peers: no limit)", cfg.StormConns, shed)
+	return fmt.Sprintf("%d connects from %s (ebb: %s; peers: no limit)", cfg.StormConns, stormFrom(cfg), shed)
+}
+
+// stormFrom says where the storm comes from.
+func stormFrom(cfg Config) string {
+	if cfg.StormAddrs <= 1 {
+		return "one address"
+	}
+	return fmt.Sprintf("%d addresses", cfg.StormAddrs)
 }
 
 // stormControlCase names the control run (see stormOnce).
 func stormControlCase(cfg Config) string {
-	return fmt.Sprintf("control: the same %d connects at a second ebb process on the same core; the measured server sees none", cfg.StormConns)
+	return fmt.Sprintf("control: the same %d connects from %s at a second ebb process on the same core; the measured server sees none", cfg.StormConns, stormFrom(cfg))
 }
 
 // stormSummary is what `bench storm` reports on stdout, as one JSON line.
@@ -207,12 +216,12 @@ type stormProc struct {
 }
 
 // startStorm runs `bench storm` against addr. It inherits the driver's core.
-func startStorm(addr string, n int) (*stormProc, error) {
+func startStorm(addr string, n, addrs int) (*stormProc, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command("nice", "-n", "19", exe, "storm", "--addr", addr, "--n", fmt.Sprint(n))
+	cmd := exec.Command("nice", "-n", "19", exe, "storm", "--addr", addr, "--n", fmt.Sprint(n), "--from", fmt.Sprint(addrs))
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stdin, err := cmd.StdinPipe()
@@ -263,6 +272,7 @@ func stormMain(args []string) error {
 	fs := flag.NewFlagSet("storm", flag.ContinueOnError)
 	addr := fs.String("addr", "", "WebSocket server host:port")
 	n := fs.Int("n", 1000, "simultaneous connects")
+	from := fs.Int("from", 1, "loopback source addresses to spread the connects over (127.1.x.y)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -270,7 +280,7 @@ func stormMain(args []string) error {
 		return errors.New("bench storm: --addr is required")
 	}
 	raiseNoFile()
-	outs, conns := storm(*addr, *n)
+	outs, conns := storm(*addr, *n, *from)
 	sum := stormSummary{Counts: map[string]int{}}
 	for _, o := range outs {
 		sum.LastNs = max(sum.LastNs, int64(o.after))
@@ -294,9 +304,11 @@ type stormOutcome struct {
 	failed error
 }
 
-// storm starts n connects at once and returns how and when each was
-// answered, plus the connections left open (to close after measuring).
-func storm(addr string, n int) ([]stormOutcome, []*wsclient.Conn) {
+// storm starts n connects at once, spread over addrs loopback source
+// addresses (Linux routes all of 127/8 to the loopback interface), and
+// returns how and when each was answered, plus the connections left open
+// (to close after measuring).
+func storm(addr string, n, addrs int) ([]stormOutcome, []*wsclient.Conn) {
 	req := wsclient.Request(addr, "")
 	outs := make([]stormOutcome, n)
 	conns := make([]*wsclient.Conn, n)
@@ -310,7 +322,12 @@ func storm(addr string, n int) ([]stormOutcome, []*wsclient.Conn) {
 			<-gate
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
-			c, err := wsclient.Dial(ctx, addr, req, 1024)
+			var local net.Addr
+			if addrs > 1 {
+				k := i % addrs
+				local = &net.TCPAddr{IP: net.IPv4(127, 1, byte(k/250), byte(1+k%250))}
+			}
+			c, err := wsclient.DialFrom(ctx, local, addr, req, 1024)
 			at := time.Since(start)
 			var he *wsclient.HandshakeError
 			switch {

@@ -93,7 +93,12 @@ type Conn struct {
 // Dial connects to addr, sends req (from Request) and reads the answer. A
 // non-101 answer returns a *HandshakeError. bufSize sizes the read buffer.
 func Dial(ctx context.Context, addr string, req []byte, bufSize int) (*Conn, error) {
-	var d net.Dialer
+	return DialFrom(ctx, nil, addr, req, bufSize)
+}
+
+// DialFrom is Dial from the local address local (nil: any).
+func DialFrom(ctx context.Context, local net.Addr, addr string, req []byte, bufSize int) (*Conn, error) {
+	d := net.Dialer{LocalAddr: local}
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
