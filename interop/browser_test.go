@@ -57,6 +57,7 @@ func requireChromium(t *testing.T) *peer {
 		if os.Getenv("CI") == "true" {
 			t.Fatal(msg)
 		}
+		noteMissing(p)
 		t.Skip(msg)
 	}
 	return p

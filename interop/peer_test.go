@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -92,9 +93,60 @@ func requirePeer(t *testing.T, name string) *peer {
 		if os.Getenv("CI") == "true" {
 			t.Fatal(msg)
 		}
+		noteMissing(p)
 		t.Skip(msg)
 	}
 	return p
+}
+
+// missing counts the tests skipped for each missing peer, for the one-line
+// notice TestMain prints at the end.
+var missing = struct {
+	sync.Mutex
+	skips map[*peer]int
+}{skips: map[*peer]int{}}
+
+func noteMissing(p *peer) {
+	missing.Lock()
+	missing.skips[p]++
+	missing.Unlock()
+}
+
+// missingNotice says, in one line, which peers were missing and how to
+// install them, or "" when none was.
+func missingNotice() string {
+	missing.Lock()
+	defer missing.Unlock()
+	if len(missing.skips) == 0 {
+		return ""
+	}
+	n := 0
+	var parts []string
+	for p, k := range missing.skips {
+		n += k
+		parts = append(parts, fmt.Sprintf("%s (%s)", p.name, p.install))
+	}
+	sort.Strings(parts)
+	return fmt.Sprintf("interop: %d tests skipped, peers missing: %s", n, strings.Join(parts, "; "))
+}
+
+// tellMissing prints the notice where a person will see it. go test shows
+// a passing package's output only with -v, so without it the line also
+// goes to the terminal, when there is one (an interactive run; CI fails
+// on a missing peer instead).
+func tellMissing() {
+	msg := missingNotice()
+	if msg == "" {
+		return
+	}
+	fmt.Fprintln(os.Stderr, msg)
+	if testing.Verbose() {
+		return
+	}
+	if tty, err := os.OpenFile("/dev/tty", os.O_WRONLY, 0); err == nil {
+		fmt.Fprintln(tty, msg)
+		tty.Close()
+	}
 }
 
 // event is one JSON line reported by a peer script.

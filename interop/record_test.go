@@ -105,6 +105,7 @@ func writeResults(path string) error {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	tellMissing()
 	if path := os.Getenv(tableEnv); path != "" {
 		if err := writeResults(path); err != nil {
 			fmt.Fprintf(os.Stderr, "interop: writing %s=%s: %v\n", tableEnv, path, err)
