@@ -46,9 +46,13 @@
 //
 // # Metrics
 //
-// /metrics serves shed's metrics (see package shed), the process's memory
-// and goroutines, and:
+// /metrics serves shed's metrics (see package shed: admission, refusals,
+// the Listener, the message memory budget, close codes), and:
 //
+//	ebb_process_heap_objects_bytes            gauge    bytes of live and not yet swept heap objects (runtime/metrics)
+//	ebb_process_stacks_bytes                  gauge    bytes of goroutine stacks
+//	ebb_process_memory_total_bytes            gauge    all memory mapped by the Go runtime
+//	ebb_process_goroutines                    gauge    goroutines alive
 //	ebb_broadcast_members                     gauge    clients connected to /broadcast
 //	ebb_broadcast_messages_total              counter  messages published by this server's clients
 //	ebb_broadcast_last_seq                    gauge    sequence of the newest broadcast delivered here
