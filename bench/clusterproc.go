@@ -429,7 +429,7 @@ func redisVersion() string {
 // protocol.
 type ebbSys struct {
 	bin   string
-	lib   bool     // clients are reconnect.Client with Resume, not the neutral client
+	lib   bool // clients are reconnect.Client with Resume, not the neutral client
 	ports []int
 	nodes []*nodeProc
 }

@@ -6,7 +6,6 @@ require (
 	github.com/HdrHistogram/hdrhistogram-go v1.4.0
 	github.com/coder/websocket v1.8.15
 	github.com/ebb-ws/ebb v0.0.0-00010101000000-000000000000
-	github.com/ebb-ws/ebb/cluster v0.0.0-00010101000000-000000000000
 	github.com/gobwas/ws v1.5.0
 	github.com/gorilla/websocket v1.5.3
 	github.com/jpillora/backoff v1.0.0

@@ -47,8 +47,8 @@ type Config struct {
 	// StormAddrs is how many loopback source addresses the storm's
 	// clients connect from.
 	StormAddrs int
-	Settle          time.Duration // idle time before memory is read
-	ProfileDir      string
+	Settle     time.Duration // idle time before memory is read
+	ProfileDir string
 	// The cluster measure: systems, subscribers, publish rate and payload
 	// padding, phase lengths, and where built binaries are cached.
 	ClusterSystems   []string
