@@ -391,7 +391,7 @@ func (o *serveOptions) clusterConfig() (*server.ClusterConfig, error) {
 			{"--join", len(o.join) > 0}, {"--nats", o.natsURL != ""}, {"--node", o.node != ""},
 			{"--store", o.store != ""}, {"--cluster-addr", o.clusterAddr != ""},
 			{"--cluster-max-conns", o.clusterMaxConns != 0}, {"--cluster-size", o.clusterSize != 0},
-			{"--cluster-per-ip", o.clusterPerIP}, {"--balancer", o.balancer != "even"},
+			{"--cluster-per-ip", o.clusterPerIP}, {"--balancer", o.balancer != "" && o.balancer != "even"},
 		} {
 			if f.set {
 				return nil, usagef("%s needs --cluster NAME", f.name)
@@ -426,7 +426,7 @@ func (o *serveOptions) clusterConfig() (*server.ClusterConfig, error) {
 	}
 	balance := cluster.BalanceEven
 	switch o.balancer {
-	case "even":
+	case "", "even":
 	case "least-conn":
 		balance = cluster.BalanceLeast
 	default:
