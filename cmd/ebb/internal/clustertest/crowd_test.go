@@ -78,6 +78,8 @@ type client struct {
 	dups      int    // sequences at or below the last one read
 	pubDups   int    // a payload index at or below the last one read (stored twice)
 	lastIndex int    // last payload index read; -1 before the first
+	firstIdx  int    // first payload index read
+	skipped   int    // payload indices never read (publisher's messages not stored)
 	badData   []string
 	closes    map[closecode.Code]int
 	lastWait  time.Time // when the last wait began
@@ -246,8 +248,13 @@ func (cl *client) read(ctx context.Context) {
 				cl.badData = append(cl.badData, fmt.Sprintf("%d:%q", seq, p))
 			}
 		} else {
-			if idx <= cl.lastIndex {
+			switch {
+			case cl.lastIndex < 0:
+				cl.firstIdx = idx
+			case idx <= cl.lastIndex:
 				cl.pubDups++
+			case idx > cl.lastIndex+1:
+				cl.skipped += idx - cl.lastIndex - 1
 			}
 			cl.lastIndex = max(cl.lastIndex, idx)
 		}
@@ -275,6 +282,7 @@ type clientView struct {
 	lost                uint64
 	gaps, dups, pubDups int
 	lastIndex           int
+	firstIdx, skipped   int
 	badData             []string
 	closes              map[closecode.Code]int
 	lastWait            time.Time
@@ -299,7 +307,7 @@ func (cl *client) view() clientView {
 	return clientView{
 		id: cl.id, opens: cl.opens, open: cl.open, live: live, readSeq: cl.readSeq, firstSeq: cl.firstSeq,
 		received: cl.received, lost: cl.lost, gaps: cl.gaps, dups: cl.dups, pubDups: cl.pubDups,
-		lastIndex: cl.lastIndex, badData: slices.Clone(cl.badData), closes: maps(cl.closes),
+		lastIndex: cl.lastIndex, firstIdx: cl.firstIdx, skipped: cl.skipped, badData: slices.Clone(cl.badData), closes: maps(cl.closes),
 		lastWait: cl.lastWait, lastDelay: cl.lastDelay, lastHint: cl.lastHint,
 		openedAt: cl.openedAt, closedAt: cl.closedAt, stopped: stopped, stopErr: stopErr, everOpen: cl.everOpen,
 	}
@@ -318,6 +326,17 @@ func (cr *crowd) list() []*client {
 	cr.mu.Lock()
 	defer cr.mu.Unlock()
 	return slices.Clone(cr.clients)
+}
+
+// received is the data messages the clients have read so far.
+func (cr *crowd) received() int {
+	n := 0
+	for _, cl := range cr.list() {
+		cl.mu.Lock()
+		n += cl.received
+		cl.mu.Unlock()
+	}
+	return n
 }
 
 // liveCount counts the clients whose current connection has replayed what
@@ -358,18 +377,37 @@ type publisher struct {
 	last    atomic.Int64 // index of the last message handed to Write; -1 before
 	halt    context.CancelFunc
 	done    chan struct{}
+
+	mu      sync.Mutex
+	closes  map[string]int // how its connections ended: "1012", "1013 <reason>", …
 	readers sync.WaitGroup
 }
 
 // startPublisher starts a publisher whose client lives as long as ctx (or
 // until close).
 func startPublisher(ctx context.Context, url string, rate float64) (*publisher, error) {
-	c, err := reconnect.New(ctx, url, &reconnect.Options{QueueMessages: max(256, int(rate*30))})
+	p := &publisher{done: make(chan struct{}), closes: map[string]int{}}
+	c, err := reconnect.New(ctx, url, &reconnect.Options{
+		QueueMessages: max(256, int(rate*30)),
+		OnEvent: func(e reconnect.Event) {
+			if e.State != reconnect.StateClosed {
+				return
+			}
+			k := fmt.Sprint(int(e.Code))
+			if e.Code == closecode.TryAgainLater {
+				why, _, _ := strings.Cut(e.Reason, "; retry-after=")
+				k += " " + why
+			}
+			p.mu.Lock()
+			p.closes[k]++
+			p.mu.Unlock()
+		},
+	})
 	if err != nil {
 		return nil, err
 	}
 	pctx, halt := context.WithCancel(ctx)
-	p := &publisher{c: c, halt: halt, done: make(chan struct{})}
+	p.c, p.halt = c, halt
 	p.last.Store(-1)
 	p.readers.Go(func() {
 		for {
@@ -418,6 +456,17 @@ func (p *publisher) stop(ctx context.Context, t *testing.T) int {
 		return p.c.State() == reconnect.StateOpen && len(p.c.Unsent()) == 0
 	})
 	return int(p.last.Load())
+}
+
+// closed returns how the publisher's connections ended.
+func (p *publisher) closed() map[string]int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[string]int, len(p.closes))
+	for k, v := range p.closes {
+		out[k] = v
+	}
+	return out
 }
 
 // close closes the publisher's client and waits for its goroutines.

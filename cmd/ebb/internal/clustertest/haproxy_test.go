@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"text/template"
 	"time"
@@ -277,6 +278,18 @@ func (h *haproxy) waitServers(ctx context.Context, what string, cond func(map[st
 		case <-time.After(25 * time.Millisecond):
 		}
 	}
+}
+
+// lbMaxConn is HAProxy's maxconn for a crowd of clients: room for each
+// client and its reconnection overlapping, within the file descriptors
+// HAProxy may open (two per connection: the client's and the node's).
+func lbMaxConn(clients int) int {
+	n := 2*clients + 500
+	var rl syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl) == nil && rl.Max > 0 && rl.Max < 1<<30 {
+		n = min(n, int(rl.Max-200)/2)
+	}
+	return n
 }
 
 // freeAddr returns a loopback address with a port free right now. Another

@@ -62,6 +62,16 @@ type nodeSet struct {
 
 func newNodeSet(t *testing.T, name string, slots int, p nodeParams) *nodeSet {
 	ns := &nodeSet{t: t, cluster: name, dir: t.TempDir(), params: p, refused: &refusalLog{}, nodes: make([]*node, slots)}
+	ns.refused.view = func(name string) string {
+		ns.mu.Lock()
+		defer ns.mu.Unlock()
+		for _, n := range ns.nodes {
+			if n != nil && n.name == name {
+				return describeView(n.srv.Node().View())
+			}
+		}
+		return "?"
+	}
 	t.Cleanup(ns.closeAll)
 	return ns
 }
@@ -215,7 +225,7 @@ func describeView(v cluster.View) string {
 		if s != "" {
 			s += ", "
 		}
-		s += fmt.Sprintf("%s%s %d/%d d=%.1f", m.Name, st, m.Load.Conns, m.Load.Limit, m.Load.Demand)
+		s += fmt.Sprintf("%s%s %d/%d d=%.1f seen %v ago", m.Name, st, m.Load.Conns, m.Load.Limit, m.Load.Demand, v.At.Sub(m.Seen).Round(time.Millisecond))
 	}
 	return s
 }
@@ -227,12 +237,14 @@ type refusal struct {
 	reason string // shed's reason label: cluster_full, node_full, rate, draining, …
 	mode   string // close or http
 	hint   time.Duration
+	view   string // the refusing node's view of the cluster, for cluster_full and node_full
 }
 
 // refusalLog collects the nodes' refusals from their shed loggers.
 type refusalLog struct {
 	mu   sync.Mutex
 	recs []refusal
+	view func(node string) string // describes a node's view; nil: not recorded
 }
 
 func (l *refusalLog) snapshot() []refusal {
@@ -276,6 +288,9 @@ func (h *refusalHandler) Handle(ctx context.Context, r slog.Record) error {
 		}
 		return true
 	})
+	if (rec.reason == "cluster_full" || rec.reason == "node_full") && h.log.view != nil {
+		rec.view = h.log.view(h.node)
+	}
 	h.log.mu.Lock()
 	h.log.recs = append(h.log.recs, rec)
 	h.log.mu.Unlock()

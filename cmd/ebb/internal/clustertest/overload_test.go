@@ -47,7 +47,7 @@ func TestClusterOverload(t *testing.T) {
 	servers = append(servers, backendServer{"n3", n3Addr})
 	// leastconn: a node that joins has the fewest connections, so it gets
 	// the refused clients' retries.
-	lb := startHAProxy(t, lbConfig{Servers: servers, Balance: "leastconn", Inter: checkInter, Fall: checkFall, Rise: checkRise, MaxConn: 4*clients + 1000})
+	lb := startHAProxy(t, lbConfig{Servers: servers, Balance: envChoice(t, "EBB_CLUSTER_OVERLOAD_BALANCE", "leastconn", "roundrobin"), Inter: checkInter, Fall: checkFall, Rise: checkRise, MaxConn: lbMaxConn(clients)})
 	if err := lb.waitServers(ctx, "n0–n2 UP, n3 DOWN", func(st map[string]serverStat) bool {
 		return allUp(servers[:slots])(st) && !st["n3"].up()
 	}); err != nil {
