@@ -446,8 +446,34 @@ func (n *Node) leftOr(err error) error {
 	}
 }
 
-// bounds returns the first and last sequence the history holds.
+// bounds returns the first and last sequence the history holds. A
+// JetStream request sent while the stream's leader moves (a node
+// restarting) can get no answer at all: each attempt is bounded like
+// Publish's, and retried until ctx ends or the node leaves, so that one
+// lost request costs 2 s rather than the caller's whole deadline (or,
+// without one, forever).
 func (n *Node) bounds(ctx context.Context) (first, last uint64, err error) {
+	wait := 20 * time.Millisecond
+	for {
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		first, last, err = n.boundsOnce(actx)
+		cancel()
+		if err == nil {
+			return first, last, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, 0, err
+		case <-n.done:
+			return 0, 0, ErrClosed
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 500*time.Millisecond)
+	}
+}
+
+// boundsOnce is one attempt of bounds.
+func (n *Node) boundsOnce(ctx context.Context) (first, last uint64, err error) {
 	st, err := n.js.Stream(ctx, n.stream)
 	if err != nil {
 		return 0, 0, fmt.Errorf("cluster: reading the history's bounds: %w", err)

@@ -18,18 +18,25 @@ const hdrType = "Ebb-Type"
 func (n *Node) jetStreamLoop() {
 	defer n.wg.Done()
 	wait := 100 * time.Millisecond
+	// A JetStream request sent before this node's server has found the
+	// meta leader (it has just joined or restarted) gets no answer at
+	// all, only a timeout: the first attempts give up soon, so that one
+	// lost request does not keep the history unusable for the whole
+	// setupTimeout (5 s, measured after every restart of the seed node).
+	timeout := firstSetupTimeout
 	for {
-		err := n.setup()
+		err := n.setup(timeout)
 		if err == nil {
 			break
 		}
-		n.log.Debug("cluster: JetStream not ready, retrying", slog.Duration("in", wait), slog.Any("err", err))
+		n.log.Debug("cluster: JetStream not ready, retrying", slog.Duration("in", wait), slog.Duration("timeout", timeout), slog.Any("err", err))
 		select {
 		case <-n.ctx.Done():
 			return
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, time.Second)
+		timeout = min(2*timeout, setupTimeout)
 	}
 	close(n.ready)
 	n.log.Info("cluster: history and drain lease ready", slog.String("stream", n.stream), slog.Int("replicas", n.currentReplicas()))
@@ -61,9 +68,16 @@ func (n *Node) wantReplicas() int {
 	return max(1, min(maxReplicas, len(n.nc.Servers())))
 }
 
-// setup creates (or finds) the stream and bucket and starts the feed.
-func (n *Node) setup() error {
-	ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+// Bounds of one setup attempt: the first, then doubling up to the last.
+const (
+	firstSetupTimeout = time.Second
+	setupTimeout      = 5 * time.Second
+)
+
+// setup creates (or finds) the stream and bucket and starts the feed,
+// within timeout.
+func (n *Node) setup(timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(n.ctx, timeout)
 	defer cancel()
 	want := n.wantReplicas()
 	h := n.opts.History

@@ -17,7 +17,11 @@ const (
 	// limits the whole drain. The safe default.
 	BalanceEven Balance = iota
 	// BalanceLeast: the balancer sends each connection to the node with
-	// the fewest (HAProxy leastconn), so headroom adds up across nodes.
+	// the fewest (HAProxy leastconn, nginx least_conn), so headroom adds
+	// up across nodes, but not admission rates: the node with the fewest
+	// connections — in a rolling restart, the one just back — gets every
+	// reconnect until it has caught up, so the drain is paced to what the
+	// slowest target alone admits.
 	BalanceLeast
 )
 
@@ -120,14 +124,16 @@ type DrainPlan struct {
 //
 // The reconnect rate is the targets' admission rate times RateShare: the
 // smallest target's rate times their number under BalanceEven (each gets
-// an equal share), their sum under BalanceLeast. The window is conns over
-// that rate, clamped to [MinWindow, MaxWindow]. Absorbable follows the same
-// rule with headroom.
+// an equal share), the smallest target's rate alone under BalanceLeast
+// (one node may get them all). The window is conns over that rate,
+// clamped to [MinWindow, MaxWindow]. Absorbable is the smallest target's
+// headroom times their number under BalanceEven, the sum of their
+// headroom under BalanceLeast.
 func PlanDrain(v View, conns int, o PlanOptions) DrainPlan {
 	o = o.withDefaults()
 	p := DrainPlan{Conns: max(0, conns), Interval: o.Interval, Hint: o.Hint, Spread: o.Interval}
 	minHead, sumHead := math.MaxInt, 0
-	minRate, sumRate := math.Inf(1), 0.0
+	minRate := math.Inf(1)
 	for _, m := range v.Members {
 		if m.Self || m.Name == v.Self || !m.serving() {
 			continue
@@ -147,7 +153,6 @@ func PlanDrain(v View, conns int, o PlanOptions) DrainPlan {
 			r = o.AssumedRate
 		}
 		minRate = min(minRate, r)
-		sumRate += r
 	}
 	if p.Targets == 0 {
 		p.Shortfall = p.Conns
@@ -159,7 +164,7 @@ func PlanDrain(v View, conns int, o PlanOptions) DrainPlan {
 	switch o.Balance {
 	case BalanceLeast:
 		p.Absorbable = sumHead
-		p.SafeRate = sumRate * o.RateShare
+		p.SafeRate = minRate * o.RateShare
 	default:
 		if minHead == math.MaxInt || minHead > math.MaxInt/p.Targets {
 			p.Absorbable = math.MaxInt

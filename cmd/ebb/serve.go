@@ -61,6 +61,7 @@ type serveOptions struct {
 	clusterMaxConns int
 	clusterSize     int
 	clusterPerIP    bool
+	balancer        string
 }
 
 func newServeCmd(e *env) *cobra.Command {
@@ -76,6 +77,7 @@ func newServeCmd(e *env) *cobra.Command {
   http://ADDR/         live dashboard: connections, admissions vs refusals, close codes
   http://ADDR/metrics  Prometheus metrics (see the shed package and the README for the names)
   http://ADDR/healthz  200 "ok", or 503 "draining" once the drain has started
+                       (in a cluster, 503 "starting" until the broadcast history is ready)
   http://ADDR/ebb.js   ebb's reconnecting browser client
 
 With --metrics-addr, /metrics, /healthz and the dashboard are also served on
@@ -126,10 +128,11 @@ full cluster (or one at --cluster-max-conns) refuses with the hint of the
 cluster's overload, the same on every node; /broadcast spans every node,
 and a client resumes on any of them; drains take turns (with
 --cluster-size, a node drains only once the cluster is whole again), and
-a draining node paces its 1012s to what the other nodes can admit, over a
-window of at most --drain-window (5m unless set). /metrics adds the
-cluster's gauges (ebb_cluster_*). ebb serve prints the node's name and
-NATS URLs at start.
+a draining node paces its 1012s to what the other nodes can admit (with
+--balancer least-conn, to what one of them admits: a least-connections
+balancer sends every reconnect to the emptiest node), over a window of at
+most --drain-window (5m unless set). /metrics adds the cluster's gauges
+(ebb_cluster_*). ebb serve prints the node's name and NATS URLs at start.
 
 Admission limits are off unless set; the accept loop's bound and pacing are
 on (--max-pending 0 and --no-pacing turn them off).`,
@@ -200,6 +203,7 @@ on (--max-pending 0 and --no-pacing turn them off).`,
 	f.IntVar(&o.clusterMaxConns, "cluster-max-conns", 0, "most connections across the cluster, on top of each node's --max-conns (0: the nodes' limits)")
 	f.IntVar(&o.clusterSize, "cluster-size", 0, "nodes the cluster should have: a drain waits until that many serve (0: do not wait)")
 	f.BoolVar(&o.clusterPerIP, "cluster-per-ip", false, "apply --max-conns-per-ip across the cluster, not per node")
+	f.StringVar(&o.balancer, "balancer", "even", "how the load balancer spreads new connections, for the drain's pace: even (round robin, random, hash) or least-conn (HAProxy leastconn, nginx least_conn: one node may get every reconnect)")
 	return cmd
 }
 
@@ -387,7 +391,7 @@ func (o *serveOptions) clusterConfig() (*server.ClusterConfig, error) {
 			{"--join", len(o.join) > 0}, {"--nats", o.natsURL != ""}, {"--node", o.node != ""},
 			{"--store", o.store != ""}, {"--cluster-addr", o.clusterAddr != ""},
 			{"--cluster-max-conns", o.clusterMaxConns != 0}, {"--cluster-size", o.clusterSize != 0},
-			{"--cluster-per-ip", o.clusterPerIP},
+			{"--cluster-per-ip", o.clusterPerIP}, {"--balancer", o.balancer != "" && o.balancer != "even"},
 		} {
 			if f.set {
 				return nil, usagef("%s needs --cluster NAME", f.name)
@@ -419,6 +423,14 @@ func (o *serveOptions) clusterConfig() (*server.ClusterConfig, error) {
 	}
 	if o.clusterPerIP && o.limits.MaxConnsPerIP == 0 {
 		return nil, usagef("--cluster-per-ip needs --max-conns-per-ip N")
+	}
+	balance := cluster.BalanceEven
+	switch o.balancer {
+	case "", "even":
+	case "least-conn":
+		balance = cluster.BalanceLeast
+	default:
+		return nil, usagef("--balancer %q: want even or least-conn", o.balancer)
 	}
 	if o.clusterAddr != "" {
 		if _, _, err := net.SplitHostPort(o.clusterAddr); err != nil {
@@ -456,6 +468,7 @@ func (o *serveOptions) clusterConfig() (*server.ClusterConfig, error) {
 		Policy:     cluster.Policy{MaxConns: o.clusterMaxConns},
 		PerIP:      o.clusterPerIP,
 		MinServing: o.clusterSize,
+		Plan:       cluster.PlanOptions{Balance: balance},
 	}
 	return cc, nil
 }

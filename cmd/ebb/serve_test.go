@@ -344,6 +344,8 @@ func TestServeClusterFlagMistakes(t *testing.T) {
 		{[]string{"--cluster", "a", "--cluster-addr", "6222"}, `--cluster-addr "6222": want host:port`},
 		{[]string{"--cluster", "a", "--cluster-max-conns", "-1"}, "--cluster-max-conns -1: want 0"},
 		{[]string{"--cluster", "a", "--cluster-size", "-2"}, "--cluster-size -2: want 0"},
+		{[]string{"--balancer", "least-conn"}, "--balancer needs --cluster NAME"},
+		{[]string{"--cluster", "a", "--balancer", "leastconn"}, `--balancer "leastconn": want even or least-conn`},
 		{[]string{"--drain-delay", "-1s"}, "--drain-delay -1s: want 0 or a positive duration"},
 	}
 	for _, tt := range tests {

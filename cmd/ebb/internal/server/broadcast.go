@@ -368,15 +368,20 @@ func (h *hub) dropMember(m *member, why string) {
 	})
 }
 
-// fail closes a member whose subscription could not be opened.
+// fail closes a member whose subscription could not be opened. It closes
+// before returning: serve returns right after, and the connection is then
+// dropped (shed.Handler's CloseNow), which would lose a Close frame still
+// on its way and leave the client with 1006 instead of 1013 and its hint.
 func (h *hub) fail(m *member, err error) {
 	if errors.Is(err, cluster.ErrClosed) {
 		return // the server is going away; the drain closes the member
 	}
 	h.log.Warn("broadcast: cannot follow the broadcast", "remote", m.c.RemoteAddr().String(), "err", err)
-	m.drop.Do(func() {
-		go m.c.Close(closecode.TryAgainLater, closecode.FormatRetryHint("broadcast history unavailable", busHint))
-	})
+	first := false
+	m.drop.Do(func() { first = true })
+	if first {
+		m.c.Close(closecode.TryAgainLater, closecode.FormatRetryHint("broadcast history unavailable", busHint))
+	}
 }
 
 // writePrometheus appends the broadcast metrics to /metrics.

@@ -4,11 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/ebb-ws/ebb/closecode"
 	"github.com/ebb-ws/ebb/cluster"
 	"github.com/ebb-ws/ebb/shed"
 	"github.com/ebb-ws/ebb/websocket"
@@ -119,6 +123,47 @@ func BenchmarkAdmissionAdvice(b *testing.B) {
 	for b.Loop() {
 		if a := s.advisor.Advise(req); a.Verdict != shed.VerdictAdmit {
 			b.Fatalf("verdict %v", a.Verdict)
+		}
+	}
+}
+
+// failingBus is a bus whose history cannot be reached.
+type failingBus struct{ err error }
+
+func (b failingBus) publish(context.Context, websocket.MessageType, []byte) (uint64, error) {
+	return 0, b.err
+}
+
+func (b failingBus) subscribe(context.Context, uint64, int, func(*cluster.LagError)) (feed, error) {
+	return nil, b.err
+}
+
+func (failingBus) lastSeq() uint64 { return 0 }
+func (failingBus) maxMessage() int { return 0 }
+
+// TestBroadcastUnavailable: a member whose subscription cannot be opened
+// (a cluster node whose history is not reachable yet) is told so with
+// 1013 and the hint, not left with a connection dropped without a Close
+// frame (1006) when the handler returns.
+func TestBroadcastUnavailable(t *testing.T) {
+	sh, err := shed.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHub(BroadcastLimits{}, failingBus{errors.New("cluster: JetStream not ready yet")}, slog.New(slog.DiscardHandler))
+	srv := httptest.NewServer(sh.Handler(nil, func(ctx context.Context, c *websocket.Conn) { h.serve(ctx, c, 0) }))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for range 20 { // the race with the handler's return is not every time
+		c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+		if err == nil {
+			_, _, err = c.Read(ctx)
+			c.CloseNow()
+		}
+		var ce *websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != closecode.TryAgainLater || ce.Reason != "broadcast history unavailable; retry-after=2" {
+			t.Fatalf("a member of an unreachable broadcast got %v, want 1013 \"broadcast history unavailable; retry-after=2\"", err)
 		}
 	}
 }

@@ -875,3 +875,23 @@ func (a *atomic64) load() uint64 {
 	defer a.mu.Unlock()
 	return a.v
 }
+
+// TestClusterHealthStarting: a node whose broadcast history is not ready
+// (a clustered embedded node alone: JetStream needs a second server)
+// answers /healthz with 503 "starting", so that a load balancer sends it
+// no /broadcast client that would wait for the history; once a second
+// node has joined and the history is ready, both answer 200 "ok".
+func TestClusterHealthStarting(t *testing.T) {
+	dir := t.TempDir()
+	first := start(t, clusterConfig("health", 0, "", dir))
+	if code, body := get(t, first.Addr(), "/healthz"); code != http.StatusServiceUnavailable || strings.TrimSpace(body) != "starting" {
+		t.Fatalf("/healthz of a node without its history: %d %q, want 503 starting", code, body)
+	}
+	second := start(t, clusterConfig("health", 1, first.Node().RouteURL(), dir))
+	waitReady(t, 30*time.Second, first, second)
+	for _, s := range []*Server{first, second} {
+		if code, body := get(t, s.Addr(), "/healthz"); code != http.StatusOK || strings.TrimSpace(body) != "ok" {
+			t.Errorf("%s: /healthz with the history ready: %d %q, want 200 ok", s.Node().Name(), code, body)
+		}
+	}
+}

@@ -503,7 +503,12 @@ func setShedDefaults(o *shed.Options) {
 // serveHealth answers 200 "ok" while the server admits and 503 "draining"
 // from the start of Shutdown (before it takes its drain turn it still
 // serves), so that a load balancer's health check moves traffic away
-// before the connections are closed (Config.DrainDelay).
+// before the connections are closed (Config.DrainDelay). In a cluster it
+// answers 503 "starting" until the node's broadcast history is ready
+// (cluster.Node.Ready): a /broadcast client sent there sooner would wait
+// for it, and be refused with 1013 if it took longer than the
+// subscription's bound (a load balancer's check keeps clients away, and a
+// deploy tool waiting for 200 restarts the next node only then).
 func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
@@ -511,6 +516,15 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		fmt.Fprintln(w, "draining")
 		return
+	}
+	if s.node != nil {
+		select {
+		case <-s.node.Ready():
+		default:
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "starting")
+			return
+		}
 	}
 	fmt.Fprintln(w, "ok")
 }
