@@ -36,3 +36,17 @@ func TestFindIgnoresParallelTests(t *testing.T) {
 		})
 	}
 }
+
+func TestIgnoreCreatedByLeavesOutOnlyThatCreator(t *testing.T) {
+	stop := make(chan struct{})
+	defer close(stop)
+	go blockUntil(stop)
+	if err := Find(IgnoreCreatedBy("github.com/ebb-ws/ebb/internal/leakcheck.TestSomethingElse")); err == nil {
+		t.Fatal("a creator that did not start the goroutine hid it")
+	}
+	if err := Find(IgnoreCreatedBy("github.com/ebb-ws/ebb/internal/leakcheck.TestIgnoreCreatedByLeavesOutOnlyThatCreator")); err != nil {
+		t.Fatalf("the named creator's goroutine still counted: %v", err)
+	}
+}
+
+func blockUntil(stop chan struct{}) { <-stop }

@@ -19,7 +19,7 @@ func TestMain(m *testing.M) {
 		code = 1
 	}
 	if code == 0 {
-		if err := leakcheck.Find(); err != nil {
+		if err := leakcheck.Find(leakcheck.IgnoreEmbeddedNATSStores()); err != nil {
 			fmt.Fprintf(os.Stderr, "leakcheck: goroutines still running after the tests passed:\n%v\n", err)
 			code = 1
 		}

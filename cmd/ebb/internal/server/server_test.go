@@ -21,7 +21,9 @@ import (
 	"github.com/ebb-ws/ebb/websocket"
 )
 
-func TestMain(m *testing.M) { leakcheck.VerifyTestMain(m) }
+// TestMain checks for leaked goroutines; see IgnoreEmbeddedNATSStores for
+// the two of nats-server's own it leaves out.
+func TestMain(m *testing.M) { leakcheck.VerifyTestMain(m, leakcheck.IgnoreEmbeddedNATSStores()) }
 
 // start runs a server on a free loopback port and closes it when the test
 // ends.
