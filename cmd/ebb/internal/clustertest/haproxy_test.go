@@ -20,28 +20,6 @@ import (
 	"time"
 )
 
-// haproxyPath finds HAProxy: on PATH, or where Debian's package puts it
-// (/usr/sbin is not on every user's PATH). Without it the test skips with
-// the install command, or fails under CI (CI=true), where every
-// integration test must run (as interop/ does with its peers).
-func haproxyPath(t *testing.T) string {
-	t.Helper()
-	p, err := exec.LookPath("haproxy")
-	if err != nil {
-		if _, serr := os.Stat("/usr/sbin/haproxy"); serr == nil {
-			p, err = "/usr/sbin/haproxy", nil
-		}
-	}
-	if err != nil {
-		msg := "clustertest: HAProxy is not installed (no haproxy on PATH or at /usr/sbin/haproxy): install Debian's package with `apt-get update && apt-get install -y haproxy`"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	return p
-}
-
 // backendServer is one node in HAProxy's backend.
 type backendServer struct {
 	Name string
@@ -139,7 +117,7 @@ type haproxy struct {
 // HAProxy in the foreground (-db). It is killed when the test ends.
 func startHAProxy(t *testing.T, cfg lbConfig) *haproxy {
 	t.Helper()
-	bin := haproxyPath(t)
+	bin := peerPath(t, "haproxy")
 	dir := t.TempDir()
 	if cfg.Frontend == "" {
 		cfg.Frontend = freeAddr(t)

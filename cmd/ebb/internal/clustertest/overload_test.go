@@ -26,7 +26,7 @@ import (
 // N is EBB_CLUSTER_OVERLOAD_PER_NODE (default 20).
 func TestClusterOverload(t *testing.T) {
 	heavy(t)
-	haproxyPath(t)
+	peerPath(t, "haproxy")
 	perNode := envInt(t, "EBB_CLUSTER_OVERLOAD_PER_NODE", 20)
 	const slots, joined = 3, 4
 	capacity := slots * perNode

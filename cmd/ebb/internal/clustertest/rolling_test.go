@@ -54,7 +54,7 @@ type restartRecord struct {
 // EBB_CLUSTER_TIMEOUT (the whole test's bound, default 3m).
 func TestRollingRestart(t *testing.T) {
 	heavy(t)
-	haproxyPath(t)
+	peerPath(t, "haproxy")
 	clients := envInt(t, "EBB_CLUSTER_CLIENTS", 150)
 	rate := envFloat(t, "EBB_CLUSTER_RATE", 20)
 	admit := envFloat(t, "EBB_CLUSTER_ADMIT_RATE", max(40, float64(clients)/15))
