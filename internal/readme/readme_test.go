@@ -137,3 +137,57 @@ func snippet(file, name string) (string, error) {
 	}
 	return strings.Join(region, "\n"), nil
 }
+
+// excerptOf names, for a block's info string, the file whose lines the
+// block must quote: the load-balancer configurations that clustertest
+// checks with haproxy -c and nginx -t and runs in front of real nodes.
+var excerptOf = map[string]string{
+	"haproxy": "docs/scaling/haproxy.cfg",
+	"nginx":   "docs/scaling/nginx.conf",
+}
+
+// TestReadmeConfigsAreExcerpts keeps the README's HAProxy and nginx
+// blocks true to the tested files: each line of such a block (but "...")
+// must be a line of the file, in the file's order.
+func TestReadmeConfigsAreExcerpts(t *testing.T) {
+	root := "../.."
+	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(readme), "\n")
+	found := map[string]bool{}
+	for i := 0; i < len(lines); i++ {
+		file, ok := excerptOf[strings.TrimPrefix(strings.TrimSpace(lines[i]), "```")]
+		if !ok || !strings.HasPrefix(strings.TrimSpace(lines[i]), "```") {
+			continue
+		}
+		found[file] = true
+		src, err := os.ReadFile(filepath.Join(root, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		doc := strings.Split(string(src), "\n")
+		at := 0
+		for j := i + 1; j < len(lines) && strings.TrimSpace(lines[j]) != "```"; j++ {
+			line := lines[j]
+			if strings.TrimSpace(line) == "..." {
+				continue
+			}
+			for at < len(doc) && strings.TrimSpace(doc[at]) != strings.TrimSpace(line) {
+				at++
+			}
+			if at == len(doc) {
+				t.Errorf("README.md:%d: %q is not in %s (after the block's earlier lines); quote the file", j+1, line, file)
+				break
+			}
+			at++
+			i = j
+		}
+	}
+	for _, file := range excerptOf {
+		if !found[file] {
+			t.Errorf("README.md quotes no part of %s", file)
+		}
+	}
+}
