@@ -510,9 +510,16 @@ type errSkip struct{ error }
 // it with `go install module@version` (from the Go module proxy, outside
 // any workspace) when it is not there yet.
 func buildCentrifugo(ctx context.Context, dir string) (string, error) {
+	dir, err := filepath.Abs(dir) // go install wants an absolute GOBIN
+	if err != nil {
+		return "", err
+	}
 	bin := filepath.Join(dir, "centrifugo-"+CentrifugoVersion)
 	if _, err := os.Stat(bin); err == nil {
 		return bin, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
 	}
 	tmp, err := os.MkdirTemp(dir, "gobin")
 	if err != nil {

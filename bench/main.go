@@ -194,14 +194,26 @@ Flags:
 	res := &results{}
 	start := time.Now()
 	load0 := loadAvg()
+	// A measure that fails does not throw away the others: they are
+	// written, the failed one keeps its earlier rows, and the run exits 1
+	// naming it.
+	ran := map[string]bool{}
+	var failed []error
 	for _, m := range measures {
 		if len(want) > 0 && !want[m.name] {
 			continue
 		}
 		progress("== %s", m.name)
 		if err := m.f(cfg, res); err != nil {
-			return err
+			progress("%s failed: %v", m.name, err)
+			failed = append(failed, fmt.Errorf("measure %s: %w", m.name, err))
+			continue
 		}
+		ran[m.name] = true
+	}
+	failedErr := errors.Join(failed...)
+	if len(ran) == 0 {
+		return failedErr
 	}
 	progress("done in %s", time.Since(start).Round(time.Second))
 	rep := Report{
@@ -225,14 +237,20 @@ Flags:
 	if *quick {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(rep.summary())
-	}
-	if len(want) > 0 {
-		if err := rep.keepEarlier(filepath.Join(*out, "results.json"), want); err != nil {
+		if err := enc.Encode(rep.summary()); err != nil {
 			return err
 		}
+		return failedErr
 	}
-	return rep.write(*out)
+	if len(want) > 0 || failedErr != nil {
+		if err := rep.keepEarlier(filepath.Join(*out, "results.json"), ran); err != nil {
+			return errors.Join(failedErr, err)
+		}
+	}
+	if err := rep.write(*out); err != nil {
+		return errors.Join(failedErr, err)
+	}
+	return failedErr
 }
 
 // Machine describes where the figures were measured.
