@@ -77,7 +77,7 @@ func newServeCmd(e *env) *cobra.Command {
   http://ADDR/         live dashboard: connections, admissions vs refusals, close codes
   http://ADDR/metrics  Prometheus metrics (see the shed package and the README for the names)
   http://ADDR/healthz  200 "ok", or 503 "draining" once the drain has started
-                       (in a cluster, 503 "starting" until the broadcast history is ready)
+                       (a node joining a cluster: 503 "starting" until its broadcast history is ready)
   http://ADDR/ebb.js   ebb's reconnecting browser client
 
 With --metrics-addr, /metrics, /healthz and the dashboard are also served on

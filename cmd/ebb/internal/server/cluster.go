@@ -396,6 +396,14 @@ func (s *Server) RestartConfig() Config {
 						host = h // keep the host it was asked to listen on
 					}
 					cc.Options.Embedded.ClusterAddr = net.JoinHostPort(host, port)
+					if len(cc.Options.Embedded.Routes) == 0 && s.hadPeers.Load() {
+						// A seed that had peers rejoins them: its own
+						// route names the cluster it comes back to (the
+						// server drops the route to itself), so its
+						// /healthz says "starting" until its history is
+						// rebuilt, as a joining node's does.
+						cc.Options.Embedded.Routes = []string{net.JoinHostPort(host, port)}
+					}
 				}
 			}
 		}

@@ -876,22 +876,44 @@ func (a *atomic64) load() uint64 {
 	return a.v
 }
 
-// TestClusterHealthStarting: a node whose broadcast history is not ready
-// (a clustered embedded node alone: JetStream needs a second server)
-// answers /healthz with 503 "starting", so that a load balancer sends it
-// no /broadcast client that would wait for the history; once a second
-// node has joined and the history is ready, both answer 200 "ok".
+// TestClusterHealthStarting: a node joining a cluster (routes given)
+// answers /healthz with 503 "starting" until its broadcast history is ready,
+// so that a load balancer sends it no /broadcast client that would wait for
+// the history; a seed alone answers 200 (its history comes only once a
+// second node joins, and it serves meanwhile), and keeps answering 200
+// while the newcomer's JetStream forms; a seed restarted after it had peers
+// says "starting" again until its history is rebuilt.
 func TestClusterHealthStarting(t *testing.T) {
 	dir := t.TempDir()
 	first := start(t, clusterConfig("health", 0, "", dir))
-	if code, body := get(t, first.Addr(), "/healthz"); code != http.StatusServiceUnavailable || strings.TrimSpace(body) != "starting" {
-		t.Fatalf("/healthz of a node without its history: %d %q, want 503 starting", code, body)
+	if code, body := get(t, first.Addr(), "/healthz"); code != http.StatusOK || strings.TrimSpace(body) != "ok" {
+		t.Fatalf("/healthz of a seed alone: %d %q, want 200 ok", code, body)
 	}
 	second := start(t, clusterConfig("health", 1, first.Node().RouteURL(), dir))
+	if code, body := get(t, second.Addr(), "/healthz"); code != http.StatusServiceUnavailable || strings.TrimSpace(body) != "starting" {
+		t.Fatalf("/healthz of a joining node without its history: %d %q, want 503 starting", code, body)
+	}
+	if code, body := get(t, first.Addr(), "/healthz"); code != http.StatusOK {
+		t.Fatalf("/healthz of the seed while the second node joins: %d %q, want 200 ok (it was in rotation)", code, body)
+	}
 	waitReady(t, 30*time.Second, first, second)
 	for _, s := range []*Server{first, second} {
 		if code, body := get(t, s.Addr(), "/healthz"); code != http.StatusOK || strings.TrimSpace(body) != "ok" {
 			t.Errorf("%s: /healthz with the history ready: %d %q, want 200 ok", s.Node().Name(), code, body)
 		}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := first.Shutdown(ctx); err != nil {
+		t.Fatalf("seed: Shutdown: %v", err)
+	}
+	again := start(t, first.RestartConfig())
+	if code, body := get(t, again.Addr(), "/healthz"); code != http.StatusServiceUnavailable || strings.TrimSpace(body) != "starting" {
+		t.Fatalf("/healthz of the seed restarted into its cluster, history not ready: %d %q, want 503 starting", code, body)
+	}
+	waitReady(t, 30*time.Second, again)
+	if code, body := get(t, again.Addr(), "/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz of the restarted seed with its history ready: %d %q, want 200 ok", code, body)
 	}
 }

@@ -181,6 +181,8 @@ type Server struct {
 	err      error
 
 	healthDown atomic.Bool // /healthz answers 503: the drain has begun
+	healthOK   atomic.Bool // /healthz has answered "ok": never "starting" again
+	hadPeers   atomic.Bool // other members were live when Shutdown began
 	turnHeld   atomic.Bool
 	planMu     sync.Mutex
 	plan       *cluster.DrainPlan
@@ -339,6 +341,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		defer close(s.down)
 		defer s.stop()
 		progress := s.cfg.Progress
+		if s.node != nil {
+			s.hadPeers.Store(len(s.node.View().Live()) > 1) // for RestartConfig
+		}
 		var turn *cluster.DrainTurn
 		if s.node != nil && ctx.Err() == nil {
 			turn = s.drainTurn(ctx, progress)
@@ -503,12 +508,13 @@ func setShedDefaults(o *shed.Options) {
 // serveHealth answers 200 "ok" while the server admits and 503 "draining"
 // from the start of Shutdown (before it takes its drain turn it still
 // serves), so that a load balancer's health check moves traffic away
-// before the connections are closed (Config.DrainDelay). In a cluster it
-// answers 503 "starting" until the node's broadcast history is ready
-// (cluster.Node.Ready): a /broadcast client sent there sooner would wait
-// for it, and be refused with 1013 if it took longer than the
-// subscription's bound (a load balancer's check keeps clients away, and a
-// deploy tool waiting for 200 restarts the next node only then).
+// before the connections are closed (Config.DrainDelay). A node joining or
+// rejoining a cluster answers 503 "starting" until its broadcast history
+// is ready (cluster.Node.Ready; see historyPending): a /broadcast client
+// sent there sooner would wait for it, and be refused with 1013 if it took
+// longer than the subscription's bound (a load balancer's check keeps
+// clients away, and a deploy tool waiting for 200 restarts the next node
+// only then).
 func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
@@ -517,16 +523,34 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "draining")
 		return
 	}
-	if s.node != nil {
-		select {
-		case <-s.node.Ready():
-		default:
-			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintln(w, "starting")
-			return
-		}
+	if s.historyPending() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, "starting")
+		return
 	}
+	s.healthOK.Store(true)
 	fmt.Fprintln(w, "ok")
+}
+
+// historyPending reports whether /healthz should answer "starting": the
+// node is in a cluster whose members it joins or rejoins (NATS external,
+// routes given, or other members already in its view), its broadcast
+// history is not ready yet, and it has not answered "ok" before. A seed
+// alone is not held back (it serves /echo, and its history comes only once
+// a second node joins), nor is a node that was already in rotation: taking
+// it out while a newcomer's JetStream forms would send every client to a
+// cluster with no node up.
+func (s *Server) historyPending() bool {
+	if s.node == nil || s.healthOK.Load() {
+		return false
+	}
+	select {
+	case <-s.node.Ready():
+		return false
+	default:
+	}
+	o := s.cfg.Cluster.Options
+	return o.NATSURL != "" || len(o.Embedded.Routes) > 0 || len(s.node.View().Live()) > 1
 }
 
 func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
