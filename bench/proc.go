@@ -117,7 +117,7 @@ func (c *child) kill() {
 }
 
 // finish closes the child's stdin, which asks it to finish, and waits for
-// it; after grace it kills it.
+// it; after grace it kills it. The child must have been started withStdin.
 func (c *child) finish(grace time.Duration) {
 	c.stdin.Close()
 	done := make(chan struct{})
