@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -41,12 +40,7 @@ type nodeProc struct {
 // start runs the process, pinned to core 0 with the other servers when the
 // machine has two cores (the clients have core 1).
 func (n *nodeProc) start() error {
-	argv := n.argv
-	if pinned() {
-		if ts, err := exec.LookPath("taskset"); err == nil {
-			argv = append([]string{ts, "-c", "0"}, argv...)
-		}
-	}
+	argv := append(core0(), n.argv...)
 	f, err := os.OpenFile(n.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
@@ -170,68 +164,26 @@ func freePorts(n int) ([]int, error) {
 // helperProc is a process that prints "LISTEN <addr>" when ready and runs
 // until its standard input closes (bench nats).
 type helperProc struct {
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	addr  string
+	child
+	addr string
 }
 
 func startHelper(args ...string) (*helperProc, error) {
-	exe, err := os.Executable()
+	c, err := startSelf(core0(), true, args...)
 	if err != nil {
 		return nil, err
 	}
-	argv := append([]string{exe}, args...)
-	if pinned() {
-		if ts, err := exec.LookPath("taskset"); err == nil {
-			argv = append([]string{ts, "-c", "0"}, argv...)
-		}
-	}
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stdin, err := cmd.StdinPipe()
+	h := &helperProc{child: c}
+	addrs, err := h.listen(args[0], 15*time.Second, "addr")
 	if err != nil {
-		return nil, err
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	h := &helperProc{cmd: cmd, stdin: stdin}
-	line := make(chan string, 1)
-	go func() {
-		s, _ := bufio.NewReader(out).ReadString('\n')
-		line <- s
-	}()
-	select {
-	case s := <-line:
-		f := strings.Fields(s)
-		if len(f) != 2 || f[0] != "LISTEN" {
-			h.stop()
-			return nil, fmt.Errorf("bench: %s printed %q, want \"LISTEN <addr>\"", args[0], s)
-		}
-		h.addr = f[1]
-	case <-time.After(15 * time.Second):
 		h.stop()
-		return nil, fmt.Errorf("bench: %s did not start within 15 s", args[0])
+		return nil, err
 	}
+	h.addr = addrs[0]
 	return h, nil
 }
 
-func (h *helperProc) stop() {
-	h.stdin.Close()
-	done := make(chan struct{})
-	go func() { h.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		h.cmd.Process.Kill()
-		<-done
-	}
-}
+func (h *helperProc) stop() { h.finish(10 * time.Second) }
 
 // clusterSys is one system under the cluster measure: its nodes, how its
 // clients reach them, and how its publisher publishes.

@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -20,8 +22,8 @@ import (
 
 // serverProc is one library's echo server running in its own process.
 type serverProc struct {
-	lib   string
-	cmd   *exec.Cmd
+	lib string
+	child
 	ws    string // host:port of the WebSocket listener
 	stats string // host:port of the stats/pprof listener
 }
@@ -33,55 +35,119 @@ func pinned() bool { return !pinDisabled && runtime.NumCPU() >= 2 }
 // pinDisabled is set by --no-pin.
 var pinDisabled bool
 
-// startServer re-executes this binary as `bench serve`, pinned to core 0
-// with taskset when there are two cores (so its GOMAXPROCS is 1).
-func startServer(lib string, args ...string) (*serverProc, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
-	argv := append([]string{exe, "serve", "--lib", lib}, args...)
+// core0 is the command prefix that pins a server process to core 0
+// (`taskset -c 0`) when the run is pinned and taskset is installed, and
+// nil otherwise.
+func core0() []string {
 	if pinned() {
 		if ts, err := exec.LookPath("taskset"); err == nil {
-			argv = append([]string{ts, "-c", "0"}, argv...)
+			return []string{ts, "-c", "0"}
 		}
 	}
+	return nil
+}
+
+// child is this binary re-executed as a subcommand (bench serve, bench
+// nats, bench storm). It dies with the driver, even when the driver is
+// killed, writes its diagnostics to the driver's stderr and speaks to the
+// driver on its stdout.
+type child struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser // nil unless started withStdin; closing it asks the child to finish
+	out   *bufio.Reader  // the child's stdout
+}
+
+// startSelf runs this binary with args behind prefix (core0(), nice...).
+// withStdin gives the child a pipe on its stdin (else it reads /dev/null).
+func startSelf(prefix []string, withStdin bool, args ...string) (child, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return child{}, err
+	}
+	argv := slices.Concat(prefix, []string{exe}, args)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stderr = os.Stderr
-	// The server dies with the driver, even when the driver is killed.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	c := child{cmd: cmd}
+	if withStdin {
+		if c.stdin, err = cmd.StdinPipe(); err != nil {
+			return child{}, err
+		}
+	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return nil, err
+		return child{}, err
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, err
+		return child{}, err
 	}
-	p := &serverProc{lib: lib, cmd: cmd}
+	c.out = bufio.NewReader(out)
+	return c, nil
+}
+
+// listen waits up to timeout for the child's first line, "LISTEN" followed
+// by one address per name, and returns the addresses. what names the child
+// in errors. On an error the child still runs: the caller stops it.
+func (c *child) listen(what string, timeout time.Duration, names ...string) ([]string, error) {
 	line := make(chan string, 1)
 	go func() {
-		s, _ := bufio.NewReader(out).ReadString('\n')
+		s, _ := c.out.ReadString('\n')
 		line <- s
 	}()
 	select {
 	case s := <-line:
 		f := strings.Fields(s)
-		if len(f) != 3 || f[0] != "LISTEN" {
-			p.stop()
-			return nil, fmt.Errorf("bench: server %s printed %q, want \"LISTEN <ws> <stats>\"", lib, s)
+		if len(f) != 1+len(names) || f[0] != "LISTEN" {
+			want := "LISTEN"
+			for _, n := range names {
+				want += " <" + n + ">"
+			}
+			return nil, fmt.Errorf("bench: %s printed %q, want %q", what, s, want)
 		}
-		p.ws, p.stats = f[1], f[2]
-	case <-time.After(10 * time.Second):
-		p.stop()
-		return nil, fmt.Errorf("bench: server %s did not start within 10 s", lib)
+		return f[1:], nil
+	case <-time.After(timeout):
+		return nil, fmt.Errorf("bench: %s did not start within %d s", what, int(timeout/time.Second))
 	}
+}
+
+// kill ends the child at once and reaps it.
+func (c *child) kill() {
+	c.cmd.Process.Kill()
+	c.cmd.Wait()
+}
+
+// finish closes the child's stdin, which asks it to finish, and waits for
+// it; after grace it kills it. The child must have been started withStdin.
+func (c *child) finish(grace time.Duration) {
+	c.stdin.Close()
+	done := make(chan struct{})
+	go func() { c.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(grace):
+		c.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// startServer re-executes this binary as `bench serve`, pinned to core 0
+// with taskset when there are two cores (so its GOMAXPROCS is 1).
+func startServer(lib string, args ...string) (*serverProc, error) {
+	c, err := startSelf(core0(), false, append([]string{"serve", "--lib", lib}, args...)...)
+	if err != nil {
+		return nil, err
+	}
+	p := &serverProc{lib: lib, child: c}
+	addrs, err := p.listen("server "+lib, 10*time.Second, "ws", "stats")
+	if err != nil {
+		p.stop()
+		return nil, err
+	}
+	p.ws, p.stats = addrs[0], addrs[1]
 	return p, nil
 }
 
-func (p *serverProc) stop() {
-	p.cmd.Process.Kill()
-	p.cmd.Wait()
-}
+func (p *serverProc) stop() { p.kill() }
 
 var statsClient = &http.Client{Timeout: 30 * time.Second}
 

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,9 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
-	"os/exec"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/ebb-ws/ebb/bench/wsclient"
@@ -209,33 +206,15 @@ type stormSummary struct {
 }
 
 // stormProc is a running `bench storm` process.
-type stormProc struct {
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	out   *bufio.Reader
-}
+type stormProc struct{ child }
 
 // startStorm runs `bench storm` against addr. It inherits the driver's core.
 func startStorm(addr string, n, addrs int) (*stormProc, error) {
-	exe, err := os.Executable()
+	c, err := startSelf([]string{"nice", "-n", "19"}, true, "storm", "--addr", addr, "--n", fmt.Sprint(n), "--from", fmt.Sprint(addrs))
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command("nice", "-n", "19", exe, "storm", "--addr", addr, "--n", fmt.Sprint(n), "--from", fmt.Sprint(addrs))
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	return &stormProc{cmd: cmd, stdin: stdin, out: bufio.NewReader(out)}, nil
+	return &stormProc{c}, nil
 }
 
 // wait returns the storm's summary once every client has its answer. The
@@ -253,17 +232,7 @@ func (s *stormProc) wait() (stormSummary, error) {
 }
 
 // stop tells the storm process to close its connections and waits for it.
-func (s *stormProc) stop() {
-	s.stdin.Close()
-	done := make(chan struct{})
-	go func() { s.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		s.cmd.Process.Kill()
-		<-done
-	}
-}
+func (s *stormProc) stop() { s.finish(30 * time.Second) }
 
 // stormMain is `bench storm --addr A --n N`: it connects N clients to A at
 // once, prints a stormSummary line when every one has its answer, keeps the

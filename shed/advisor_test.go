@@ -270,15 +270,7 @@ func TestShutdownWithPlan(t *testing.T) {
 	s := mustNew(t, &Options{DrainWindow: 10 * time.Second, DrainHint: 20 * time.Second})
 	h := &blockingHandler{register: true}
 	wg := serveN(t, s, h, n)
-	for {
-		h.mu.Lock()
-		k := len(h.closers)
-		h.mu.Unlock()
-		if k == n {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitFor(t, "every handler to register its closer", func() bool { return h.registered() == n })
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	start := time.Now()

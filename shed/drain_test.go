@@ -226,6 +226,13 @@ func (h *blockingHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	<-fc.done
 }
 
+// registered reports how many handlers have registered their closers.
+func (h *blockingHandler) registered() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.closers)
+}
+
 // serveN starts n admitted requests on h and waits until they hold slots.
 func serveN(t *testing.T, s *Shedder, h http.Handler, n int) *sync.WaitGroup {
 	t.Helper()
@@ -253,15 +260,7 @@ func TestDrainSpreadsClosesOverTheWindow(t *testing.T) {
 	s := mustNew(t, &Options{DrainWindow: window, DrainHint: 10 * time.Second})
 	h := &blockingHandler{register: true}
 	wg := serveN(t, s, h, n)
-	for {
-		h.mu.Lock()
-		k := len(h.closers)
-		h.mu.Unlock()
-		if k == n {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitFor(t, "every handler to register its closer", func() bool { return h.registered() == n })
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	start := time.Now()

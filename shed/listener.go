@@ -151,11 +151,11 @@ type Listener struct {
 	closeOnce sync.Once
 
 	mu      sync.Mutex
-	pending int      // connections in stHead or stHandle
-	heads   connList // connections in stHead, oldest first
-	idle    connList // connections in stIdle, idle longest first
-	probe   connList // connections in stProbe, oldest first
-	addrs   map[netip.Addr]*addrHeads
+	pending int                      // connections in stHead or stHandle
+	heads   connList                 // connections in stHead, oldest first
+	idle    connList                 // connections in stIdle, idle longest first
+	probe   connList                 // connections in stProbe, oldest first
+	addrs   map[netip.Addr]*connList // connections in stHead by address, oldest first
 	waiters int
 	freed   chan struct{} // closed when a place frees while waiters > 0
 	reaping bool          // the reaper goroutine runs
@@ -358,7 +358,7 @@ func (s *Shedder) Listener(inner net.Listener, opts *ListenerOptions) *Listener 
 		idleTime:     o.IdleTimeout,
 		writeTimeout: o.WriteTimeout,
 		closed:       make(chan struct{}),
-		addrs:        make(map[netip.Addr]*addrHeads),
+		addrs:        make(map[netip.Addr]*connList),
 		poke:         make(chan struct{}, 1),
 	}
 	if o.PendingWait < 0 {

@@ -75,33 +75,46 @@ type trackedConn struct {
 	exempt bool        // a trusted proxy: no per-address rules
 
 	// Guarded by l.mu.
-	killed     bool      // closed by the Listener
-	why        closeWhy  // why it was
-	busy       bool      // cut short because the places were contended
-	opaque     bool      // TLS (or anything not HTTP/1): bytes cannot be read
-	connect    bool      // the request is CONNECT: any response ends tracking
-	respDone   bool      // stResp and net/http finished the response
-	since      time.Time // when stHead, stIdle or stProbe began
-	prev, next *trackedConn
-	aprev      *trackedConn // in the address's list of heads
-	anext      *trackedConn
-	resp       statusScanner
+	killed   bool      // closed by the Listener
+	why      closeWhy  // why it was
+	busy     bool      // cut short because the places were contended
+	opaque   bool      // TLS (or anything not HTTP/1): bytes cannot be read
+	connect  bool      // the request is CONNECT: any response ends tracking
+	respDone bool      // stResp and net/http finished the response
+	since    time.Time // when stHead, stIdle or stProbe began
+	link               // its place in l.heads, l.idle or l.probe
+	alink    link      // its place in its address's list of heads
+	resp     statusScanner
 
 	// Touched only by the reading goroutine.
 	seen bool // a byte has been read
 	read headScanner
 }
 
-// connList is an intrusive list of connections, oldest first.
+// link is a connection's place in a connList.
+type link struct{ prev, next *trackedConn }
+
+// connList is an intrusive list of connections, oldest first. A
+// connection is in at most one list by state (the zero connList, linked
+// by trackedConn.link) and one by address (byAddr, linked by alink).
 type connList struct {
 	first, last *trackedConn
 	n           int
+	byAddr      bool
+}
+
+// linkOf returns c's place in q.
+func (q *connList) linkOf(c *trackedConn) *link {
+	if q.byAddr {
+		return &c.alink
+	}
+	return &c.link
 }
 
 func (q *connList) push(c *trackedConn) {
-	c.prev, c.next = q.last, nil
+	*q.linkOf(c) = link{prev: q.last}
 	if q.last != nil {
-		q.last.next = c
+		q.linkOf(q.last).next = c
 	} else {
 		q.first = c
 	}
@@ -110,24 +123,19 @@ func (q *connList) push(c *trackedConn) {
 }
 
 func (q *connList) remove(c *trackedConn) {
-	if c.prev != nil {
-		c.prev.next = c.next
+	cl := q.linkOf(c)
+	if cl.prev != nil {
+		q.linkOf(cl.prev).next = cl.next
 	} else {
-		q.first = c.next
+		q.first = cl.next
 	}
-	if c.next != nil {
-		c.next.prev = c.prev
+	if cl.next != nil {
+		q.linkOf(cl.next).prev = cl.prev
 	} else {
-		q.last = c.prev
+		q.last = cl.prev
 	}
-	c.prev, c.next = nil, nil
+	*cl = link{}
 	q.n--
-}
-
-// addrHeads lists one address's connections in stHead, oldest first.
-type addrHeads struct {
-	first, last *trackedConn
-	n           int
 }
 
 func newTracked(c net.Conn, l *Listener, addr netip.Addr, exempt bool) *trackedConn {
@@ -444,17 +452,10 @@ func (l *Listener) enterHeadLocked(c *trackedConn, now time.Time) {
 	l.heads.push(c)
 	a := l.addrs[c.addr]
 	if a == nil {
-		a = &addrHeads{}
+		a = &connList{byAddr: true}
 		l.addrs[c.addr] = a
 	}
-	c.aprev, c.anext = a.last, nil
-	if a.last != nil {
-		a.last.anext = c
-	} else {
-		a.first = c
-	}
-	a.last = c
-	a.n++
+	a.push(c)
 	l.scheduleLocked()
 }
 
@@ -463,18 +464,7 @@ func (l *Listener) enterHeadLocked(c *trackedConn, now time.Time) {
 func (l *Listener) leaveHeadLocked(c *trackedConn) {
 	l.heads.remove(c)
 	a := l.addrs[c.addr]
-	if c.aprev != nil {
-		c.aprev.anext = c.anext
-	} else {
-		a.first = c.anext
-	}
-	if c.anext != nil {
-		c.anext.aprev = c.aprev
-	} else {
-		a.last = c.aprev
-	}
-	c.aprev, c.anext = nil, nil
-	if a.n--; a.n == 0 {
+	if a.remove(c); a.n == 0 {
 		delete(l.addrs, c.addr)
 	}
 }

@@ -113,6 +113,63 @@ func TestStatusScanner(t *testing.T) {
 	}
 }
 
+// TestConnList holds the intrusive lists: a connection is in one list by
+// state and one by address at once, each linked by its own fields.
+func TestConnList(t *testing.T) {
+	t.Parallel()
+	cs := make([]*trackedConn, 4)
+	for i := range cs {
+		cs[i] = &trackedConn{why: closeWhy(i)} // why names it in failures
+	}
+	order := func(q *connList) []int {
+		var got []int
+		for c := q.first; c != nil; c = q.linkOf(c).next {
+			got = append(got, int(c.why))
+		}
+		var back []int
+		for c := q.last; c != nil; c = q.linkOf(c).prev {
+			back = append([]int{int(c.why)}, back...)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(back) || len(got) != q.n {
+			t.Fatalf("list forward %v, backward %v, n %d: want the same order and n = len", got, back, q.n)
+		}
+		return got
+	}
+	var byState connList
+	byAddr := connList{byAddr: true}
+	for _, c := range cs {
+		byState.push(c)
+	}
+	for _, i := range []int{3, 1, 0, 2} {
+		byAddr.push(cs[i])
+	}
+	for _, step := range []struct {
+		q         *connList
+		remove    int
+		wantState []int
+		wantAddr  []int
+	}{
+		{&byState, 1, []int{0, 2, 3}, []int{3, 1, 0, 2}}, // middle
+		{&byAddr, 3, []int{0, 2, 3}, []int{1, 0, 2}},     // first
+		{&byAddr, 2, []int{0, 2, 3}, []int{1, 0}},        // last
+		{&byState, 0, []int{2, 3}, []int{1, 0}},          // first
+		{&byState, 3, []int{2}, []int{1, 0}},             // last
+		{&byState, 2, nil, []int{1, 0}},                  // only
+		{&byAddr, 0, nil, []int{1}},
+		{&byAddr, 1, nil, nil},
+	} {
+		step.q.remove(cs[step.remove])
+		gotState, gotAddr := order(&byState), order(&byAddr)
+		if fmt.Sprint(gotState) != fmt.Sprint(step.wantState) || fmt.Sprint(gotAddr) != fmt.Sprint(step.wantAddr) {
+			t.Fatalf("after removing %d (byAddr %v): by state %v, by address %v; want %v, %v",
+				step.remove, step.q.byAddr, gotState, gotAddr, step.wantState, step.wantAddr)
+		}
+		if l := step.q.linkOf(cs[step.remove]); *l != (link{}) {
+			t.Fatalf("removed %d still linked: %+v", step.remove, *l)
+		}
+	}
+}
+
 func TestHeaderTimeShrinksAsPlacesFill(t *testing.T) {
 	t.Parallel()
 	s := mustNew(t, nil)

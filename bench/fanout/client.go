@@ -199,8 +199,8 @@ func (c *Client) establish(node int) {
 	c.Policy.Opened(time.Now())
 }
 
-// deliver accounts one received payload.
-func (c *Client) deliver(payload []byte) {
+// deliver accounts one payload received from node.
+func (c *Client) deliver(payload []byte, node int) {
 	id, sent, ok := ParsePayload(payload)
 	if !ok {
 		c.bad++
@@ -211,7 +211,7 @@ func (c *Client) deliver(payload []byte) {
 		return
 	}
 	c.seen.set(id)
-	c.Stats.record(c.ID, c.node, id, c.Stats.Now()-sent)
+	c.Stats.record(c.ID, node, id, c.Stats.Now()-sent)
 }
 
 // sequenced accounts the sequence (or offset) of a data message and
@@ -267,7 +267,7 @@ func (c *Client) readEbb(conn *wsclient.Conn, node int) (established bool, err e
 			}
 		case ResumeData:
 			if c.sequenced(m.Seq) {
-				c.deliver(m.Payload)
+				c.deliver(m.Payload, c.node)
 			}
 		}
 	}
@@ -348,5 +348,5 @@ func (c *Client) centPub(p *CentPublication) {
 	if p.Offset > 0 && !c.sequenced(p.Offset) {
 		return
 	}
-	c.deliver(p.Data)
+	c.deliver(p.Data, c.node)
 }

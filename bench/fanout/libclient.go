@@ -109,21 +109,6 @@ func (c *Client) runLib(ctx context.Context) {
 		c.mu.Lock()
 		node := c.node
 		c.mu.Unlock()
-		c.deliverAt(data, node)
+		c.deliver(data, node)
 	}
-}
-
-// deliverAt is deliver for a client whose node is read under its mutex.
-func (c *Client) deliverAt(payload []byte, node int) {
-	id, sent, ok := ParsePayload(payload)
-	if !ok {
-		c.bad++
-		return
-	}
-	if c.seen.has(id) {
-		c.dupID++
-		return
-	}
-	c.seen.set(id)
-	c.Stats.record(c.ID, node, id, c.Stats.Now()-sent)
 }

@@ -114,3 +114,24 @@ func (a *attack) checkGrowth(bound int64, why string) {
 		a.t.Errorf("server RSS grew by %s (%s → %s); want under %s (%s)", mb(growth), mb(a.f.rssBase), mb(a.f.rssPeak), mb(bound), why)
 	}
 }
+
+// echoConns opens n WebSocket connections to /echo from 127.0.0.1 for the
+// test's attackers. Ending a.ctx ends their blocked reads and writes; they
+// close when the test ends.
+func (a *attack) echoConns(n int) []*rawConn {
+	a.t.Helper()
+	conns := make([]*rawConn, n)
+	for i := range conns {
+		c, err := upgrade(a.ctx, a.srv.addr, "/echo", "127.0.0.1", false)
+		if err != nil {
+			a.srv.fatalf(a.t, "attacker's handshake: %v", err)
+		}
+		stop := context.AfterFunc(a.ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+		a.t.Cleanup(func() {
+			stop()
+			c.Close()
+		})
+		conns[i] = c
+	}
+	return conns
+}

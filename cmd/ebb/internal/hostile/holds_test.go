@@ -231,14 +231,7 @@ func TestHostilePingFlood(t *testing.T) {
 			ping := bytes.Repeat(clientFrame(true, 0, opPing, make([]byte, 125)), 256)
 			var sent atomic.Int64
 			var wg sync.WaitGroup
-			for range pingFlooders {
-				c, err := upgrade(a.ctx, srv.addr, "/echo", "127.0.0.1", false)
-				if err != nil {
-					srv.fatalf(t, "attacker's handshake: %v", err)
-				}
-				defer c.Close()
-				stop := context.AfterFunc(a.ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
-				defer stop()
+			for _, c := range a.echoConns(pingFlooders) {
 				if reads {
 					wg.Go(func() { io.Copy(io.Discard, c) })
 				}
@@ -286,14 +279,7 @@ func TestHostileSlowReader(t *testing.T) {
 	msg := append(frameHeader(true, 0, opBinary, slowReaderMessage, &[4]byte{}), make([]byte, slowReaderMessage)...)
 	var sent atomic.Int64
 	var wg sync.WaitGroup
-	for range slowReaders {
-		c, err := upgrade(a.ctx, srv.addr, "/echo", "127.0.0.1", false)
-		if err != nil {
-			srv.fatalf(t, "attacker's handshake: %v", err)
-		}
-		defer c.Close()
-		stop := context.AfterFunc(a.ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
-		defer stop()
+	for _, c := range a.echoConns(slowReaders) {
 		wg.Go(func() {
 			for a.ctx.Err() == nil {
 				if _, err := c.Write(msg); err != nil {

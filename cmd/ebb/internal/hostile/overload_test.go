@@ -43,19 +43,9 @@ func TestHostileSlowloris(t *testing.T) {
 		t.Run(fmt.Sprintf("%d connections", n), func(t *testing.T) {
 			f := report(t, fmt.Sprintf("slowloris: %d connections sending the upgrade request at 1 byte/s", n),
 				fmt.Sprintf("honest echoes 100 %% within %s; /metrics and the dashboard answer; RSS +%s", sessionDeadline, mb(slowlorisGrowth)))
-			srv := startServer(t)
-			a := begin(t, srv, f)
-			var opened atomic.Int64
-			var wg sync.WaitGroup
-			for range n {
-				wg.Go(func() { slowloris(a.ctx, srv.addr, &opened) })
-			}
-			a.hold(slowlorisWindow)
-			checkMonitoring(t, srv)
-			a.end()
-			a.cancel()
-			wg.Wait()
-			f.note(t, "%d slow connections opened", opened.Load())
+			a := begin(t, startServer(t), f)
+			opened := a.holdPlaces(n, slowlorisWindow, slowloris)
+			f.note(t, "%d slow connections opened", opened)
 			a.checkHonest(honestMin)
 			a.checkGrowth(slowlorisGrowth, "a slow connection holds a goroutine and a 4 KiB buffer")
 		})
@@ -118,19 +108,9 @@ func TestHostileIdleKeepAlive(t *testing.T) {
 	const n = 32
 	f := report(t, fmt.Sprintf("idle keep-alive: %d connections, one GET /metrics each, then idle", n),
 		fmt.Sprintf("honest echoes 100 %% within %s; /metrics and the dashboard answer; RSS +%s", sessionDeadline, mb(idleGrowth)))
-	srv := startServer(t)
-	a := begin(t, srv, f)
-	var opened atomic.Int64
-	var wg sync.WaitGroup
-	for range n {
-		wg.Go(func() { idleKeepAlive(a.ctx, srv.addr, &opened) })
-	}
-	a.hold(idleWindow)
-	checkMonitoring(t, srv)
-	a.end()
-	a.cancel()
-	wg.Wait()
-	f.note(t, "%d idle keep-alive connections opened", opened.Load())
+	a := begin(t, startServer(t), f)
+	opened := a.holdPlaces(n, idleWindow, idleKeepAlive)
+	f.note(t, "%d idle keep-alive connections opened", opened)
 	a.checkHonest(honestMin)
 	a.checkGrowth(idleGrowth, "an idle HTTP connection holds a goroutine and a few KiB")
 }
@@ -159,6 +139,27 @@ func idleKeepAlive(ctx context.Context, addr string, opened *atomic.Int64) {
 		stop()
 		c.Close()
 	}
+}
+
+// holdPlaces runs n attackers that each keep one connection from
+// 127.0.0.1 in the accept loop's pending places (slowloris,
+// idleKeepAlive), counting the connections they open, for window; checks
+// that /metrics and the dashboard answer meanwhile; then ends the attack
+// and waits for the attackers. It returns how many connections they
+// opened.
+func (a *attack) holdPlaces(n int, window time.Duration, attacker func(ctx context.Context, addr string, opened *atomic.Int64)) int64 {
+	a.t.Helper()
+	var opened atomic.Int64
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() { attacker(a.ctx, a.srv.addr, &opened) })
+	}
+	a.hold(window)
+	checkMonitoring(a.t, a.srv)
+	a.end()
+	a.cancel()
+	wg.Wait()
+	return opened.Load()
 }
 
 // checkMonitoring fails the test unless /metrics and the dashboard answer
