@@ -174,7 +174,7 @@ func TestNginxDrain(t *testing.T) {
 	frontend := freeAddr(t)
 	startNginx(t, renderNginx(t, frontend, addrs))
 	url := "ws://" + frontend + "/echo"
-	waitNginx(ctx, t, "http://"+frontend+"/healthz")
+	waitHealth(ctx, t, "http://"+frontend+"/healthz", http.StatusOK) // nginx forwards to a node
 
 	// 30 clients spread over the nodes, each reading until its close.
 	var wg sync.WaitGroup
@@ -262,12 +262,6 @@ func echoOnce(ctx context.Context, url string) error {
 		return fmt.Errorf("echo: got %q", got)
 	}
 	return c.Close(closecode.NormalClosure, "")
-}
-
-// waitNginx waits until nginx forwards a request to a node.
-func waitNginx(ctx context.Context, t *testing.T, url string) {
-	t.Helper()
-	waitHealth(ctx, t, url, http.StatusOK)
 }
 
 // waitHealth polls url until it answers with status.
