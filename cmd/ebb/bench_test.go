@@ -166,18 +166,21 @@ func TestBenchFailures(t *testing.T) {
 	closed := "ws://" + ln.Addr().String() + "/"
 	ln.Close()
 	// Every other request is a 404, the others upgrade: half the
-	// handshakes fail with errors.
-	var n atomic.Int64
-	ws := websocket.Handler(nil, func(ctx context.Context, c *websocket.Conn) { _, _, _ = c.Read(ctx) })
-	flaky := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if n.Add(1)%2 == 0 {
-			http.NotFound(w, r)
-			return
-		}
-		ws.ServeHTTP(w, r)
-	}))
-	t.Cleanup(flaky.Close)
-	flakyURL := "ws" + strings.TrimPrefix(flaky.URL, "http") + "/"
+	// handshakes fail with errors. Each test gets a server of its own, so
+	// that parallel tests do not take each other's upgrades.
+	flakyURL := func() string {
+		var n atomic.Int64
+		ws := websocket.Handler(nil, func(ctx context.Context, c *websocket.Conn) { _, _, _ = c.Read(ctx) })
+		flaky := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if n.Add(1)%2 == 0 {
+				http.NotFound(w, r)
+				return
+			}
+			ws.ServeHTTP(w, r)
+		}))
+		t.Cleanup(flaky.Close)
+		return "ws" + strings.TrimPrefix(flaky.URL, "http") + "/"
+	}
 
 	tests := []struct {
 		name     string
@@ -192,8 +195,8 @@ func TestBenchFailures(t *testing.T) {
 		{"echo, plain HTTP server", []string{"echo", "-c", "3", "ws" + strings.TrimPrefix(plain.URL, "http") + "/"}, exitFailure, "3 of 3 handshakes failed (HTTP 200 OK: not a WebSocket endpoint?): nothing measured"},
 		{"connect, plain HTTP server", []string{"connect", "-c", "3", "ws" + strings.TrimPrefix(plain.URL, "http") + "/"}, exitFailure, "(HTTP 200 OK: not a WebSocket endpoint?): nothing measured"},
 		{"echo, wss to a ws server", []string{"echo", "-c", "3", "wss" + strings.TrimPrefix(url, "ws")}, exitFailure, "3 of 3 handshakes failed (TLS handshake failed: "},
-		{"connect, too many errors", []string{"connect", "-c", "2", "-d", "400ms", flakyURL}, exitFailure, "more than the 10% allowed): HTTP 404 Not Found: not a WebSocket endpoint? (--max-errors 0.1)"},
-		{"connect, errors allowed", []string{"connect", "-c", "2", "-d", "400ms", "--max-errors", "0.6", flakyURL}, exitOK, ""},
+		{"connect, too many errors", []string{"connect", "-c", "2", "-d", "400ms", flakyURL()}, exitFailure, "more than the 10% allowed): HTTP 404 Not Found: not a WebSocket endpoint? (--max-errors 0.1)"},
+		{"connect, errors allowed", []string{"connect", "-c", "2", "-d", "400ms", "--max-errors", "0.6", flakyURL()}, exitOK, ""},
 		{"healthy", []string{"echo", "-c", "2", "-d", "300ms", "--max-errors", "0", url}, exitOK, ""},
 	}
 	for _, tt := range tests {

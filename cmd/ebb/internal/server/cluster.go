@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"net"
 	"strings"
@@ -258,10 +259,13 @@ func othersServing(v cluster.View) int {
 	return n
 }
 
-// releaseTurn gives the turn to the next node.
-func (s *Server) releaseTurn(ctx context.Context, turn *cluster.DrainTurn) error {
+// releaseTurn gives the turn to the next node. A release that NATS does
+// not answer (the cluster is stopping too, or lost its quorum) is logged,
+// not returned: the connections are drained, and the turn expires by itself
+// after the lease's TTL, so the next node waits at most that long.
+func (s *Server) releaseTurn(ctx context.Context, turn *cluster.DrainTurn) {
 	if turn == nil {
-		return nil
+		return
 	}
 	defer s.turnHeld.Store(false)
 	if ctx.Err() != nil {
@@ -270,9 +274,8 @@ func (s *Server) releaseTurn(ctx context.Context, turn *cluster.DrainTurn) error
 		defer cancel()
 	}
 	if err := turn.Release(ctx); err != nil && !errors.Is(err, cluster.ErrTurnLost) {
-		return err
+		s.cfg.Logger.Warn("draining: the drain turn was not released; it expires by itself", slog.Any("err", err))
 	}
-	return nil
 }
 
 // clusterPlan plans the drain of the node's connections onto the others:

@@ -381,7 +381,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		derr := s.shedder.ShutdownWith(ctx, plan)
 		var cerr error
 		if s.node != nil {
-			cerr = errors.Join(s.releaseTurn(ctx, turn), s.leaveCluster(ctx))
+			s.releaseTurn(ctx, turn)
+			cerr = s.leaveCluster(ctx)
 		} else {
 			s.local.close()
 		}
