@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/ebb-ws/ebb/internal/heavytest"
 	"github.com/ebb-ws/ebb/internal/leakcheck"
 )
 
@@ -104,7 +105,7 @@ func writeResults(path string) error {
 }
 
 func TestMain(m *testing.M) {
-	code := m.Run()
+	code := heavytest.RunExclusive(m) // the machine to itself: see heavytest
 	tellMissing()
 	if path := os.Getenv(tableEnv); path != "" {
 		if err := writeResults(path); err != nil {

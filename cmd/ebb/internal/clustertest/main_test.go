@@ -7,13 +7,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ebb-ws/ebb/internal/heavytest"
 	"github.com/ebb-ws/ebb/internal/leakcheck"
 )
 
 // TestMain runs the tests, writes the report when EBB_CLUSTER_REPORT asks
 // for one, and fails the run if goroutines are left behind.
 func TestMain(m *testing.M) {
-	code := m.Run()
+	code := heavytest.RunExclusive(m) // the machine to itself: see heavytest
 	if err := writeReport(os.Getenv("EBB_CLUSTER_REPORT")); err != nil {
 		fmt.Fprintf(os.Stderr, "clustertest: %v\n", err)
 		code = 1

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/ebb-ws/ebb/internal/heavytest"
 	"github.com/ebb-ws/ebb/internal/leakcheck"
 )
 
@@ -16,7 +17,7 @@ import (
 // for one, removes the binary it built and fails the run if goroutines are
 // left behind (leakcheck.VerifyTestMain, with the two steps in between).
 func TestMain(m *testing.M) {
-	code := m.Run()
+	code := heavytest.RunExclusive(m) // the machine to itself: see heavytest
 	if err := writeReport(os.Getenv("EBB_HOSTILE_REPORT")); err != nil {
 		fmt.Fprintf(os.Stderr, "hostile: %v\n", err)
 		code = 1
