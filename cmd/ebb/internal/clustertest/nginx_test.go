@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/ebb-ws/ebb/closecode"
-	"github.com/ebb-ws/ebb/cluster"
+	"github.com/ebb-ws/ebb/cmd/ebb/internal/server"
 	"github.com/ebb-ws/ebb/shed"
 	"github.com/ebb-ws/ebb/websocket"
 )
@@ -106,19 +106,19 @@ func renderNginx(t *testing.T, frontend string, nodes []string) []byte {
 		t.Fatalf("%s no longer has one `listen 80;` and `server 10.0.0.x:8080 …;` lines: update renderNginx", documentedNginx)
 	}
 	doc = nginxListen.ReplaceAll(doc, []byte("${1}listen "+frontend+";"))
-	params := string(nginxUpstream.FindSubmatch(doc)[2])
-	indent := string(nginxUpstream.FindSubmatch(doc)[1])
+	first := nginxUpstream.FindSubmatch(doc)
+	indent, params := string(first[1]), string(first[2])
 	var servers strings.Builder
 	for _, addr := range nodes {
 		fmt.Fprintf(&servers, "%sserver %s %s;\n", indent, addr, params)
 	}
-	first := true
+	replaced := false // the first server line becomes the test's; the others go
 	return nginxUpstream.ReplaceAllFunc(doc, func([]byte) []byte {
-		if first {
-			first = false
-			return []byte(servers.String())
+		if replaced {
+			return nil
 		}
-		return nil
+		replaced = true
+		return []byte(servers.String())
 	})
 }
 
@@ -160,15 +160,12 @@ func TestNginxDrain(t *testing.T) {
 	defer cancel()
 
 	ns := newNodeSet(t, "nginx", 3, nodeParams{MaxConns: 200, MinServing: 3})
-	for i := range 3 {
-		cfg := ns.config(i)
+	ns.startAll(ctx, 3, func(cfg *server.Config) {
 		cfg.Shed.DrainMode = shed.ModeHTTP // --drain-503
 		cfg.Shed.DrainWindow = 3 * time.Second
-		ns.start(i, cfg)
-	}
+	})
 	var addrs []string
 	for i := range 3 {
-		ns.waitView(ctx, i, "3 live members", func(v cluster.View) bool { return len(v.Live()) == 3 })
 		addrs = append(addrs, ns.node(i).srv.Addr())
 	}
 	frontend := freeAddr(t)

@@ -143,12 +143,17 @@ func (ns *nodeSet) start(i int, cfg server.Config) *node {
 	return n
 }
 
-// startAll starts every slot in order (the first is the others' seed)
-// and waits until each sees them all.
-func (ns *nodeSet) startAll(ctx context.Context, slots int) {
+// startAll starts every slot in order (the first is the others' seed),
+// each with its config changed by adjust when given, and waits until each
+// sees them all and has its broadcast history.
+func (ns *nodeSet) startAll(ctx context.Context, slots int, adjust ...func(*server.Config)) {
 	ns.t.Helper()
 	for i := range slots {
-		ns.start(i, ns.config(i))
+		cfg := ns.config(i)
+		for _, f := range adjust {
+			f(&cfg)
+		}
+		ns.start(i, cfg)
 	}
 	for i := range slots {
 		ns.waitView(ctx, i, fmt.Sprintf("%d live members", slots), func(v cluster.View) bool { return len(v.Live()) == slots })
