@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -185,11 +186,19 @@ Flags:
 		{"storm", measureStorm},
 		{"cluster", measureCluster},
 	}
+	known := make([]string, len(measures))
+	for i, m := range measures {
+		known[i] = m.name
+	}
 	want := map[string]bool{}
 	for _, m := range strings.Split(*only, ",") {
-		if m != "" {
-			want[m] = true
+		if m == "" {
+			continue
 		}
+		if !slices.Contains(known, m) {
+			return fmt.Errorf("bench: --only %q: no measure %q; want some of %s", *only, m, strings.Join(known, ","))
+		}
+		want[m] = true
 	}
 	res := &results{}
 	start := time.Now()
